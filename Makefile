@@ -1,0 +1,42 @@
+# Thin wrappers; see README.md. Needs Python 3.11+ as $(PYTHON).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test demo bench lint install install-test clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "policybot needs Python 3.11 or newer (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install  ## migrate the database, then run the bot on rules/ (Ctrl-C stops it)
+	$(BIN)/policybot db upgrade
+	$(BIN)/policybot run
+
+demo: install  ## sample feeds on loopback, one cycle, alerts in the terminal
+	$(BIN)/policybot demo
+
+test: install-test  ## the whole suite (PostgreSQL tests need POLICYBOT_TEST_POSTGRES_URL)
+	$(BIN)/python -m pytest
+
+lint: install-test
+	$(BIN)/ruff check bot tests bench migrations
+	$(BIN)/mypy
+
+bench: install-test  ## benchmarks; figures go to bench/RESULTS.md
+	$(BIN)/python bench/poll.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

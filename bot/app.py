@@ -1,0 +1,100 @@
+"""Wiring: turn Settings into the store, fetcher, sender, rules and poller that commands use."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Console
+
+from bot.config import Settings
+from bot.fetch import Fetcher, FetchLimits
+from bot.notify import ConsoleSender, Sender, SlackBotSender, WebhookSender
+from bot.notify.delivery import Deliverer
+from bot.pipeline import Poller, Routing
+from bot.store import Store, make_engine, upgrade
+from bot.watch import FeedsSync, RulesHolder
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_sender(settings: Settings, console: Console | None = None) -> Sender:
+    if settings.slack_bot_token is not None:
+        return SlackBotSender(settings.slack_bot_token.get_secret_value(),
+                              base_url=settings.slack_api_url)
+    if settings.slack_webhook_url is not None:
+        return WebhookSender(settings.slack_webhook_url.get_secret_value())
+    return ConsoleSender(console)
+
+
+def make_routing(settings: Settings) -> Routing:
+    mode = settings.delivery_mode
+    if mode == "slack":
+        return Routing(default_channel=settings.slack_channel)
+    # One destination: a webhook posts to its own channel; the console is one terminal.
+    return Routing(single_channel=mode)
+
+
+def fetch_limits(settings: Settings) -> FetchLimits:
+    return FetchLimits(
+        connect_timeout=min(10.0, settings.fetch_timeout),
+        read_timeout=settings.fetch_timeout,
+        deadline=settings.fetch_deadline,
+        max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
+        max_connections=settings.fetch_concurrency,
+        max_per_host=settings.fetch_per_host,
+    )
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: Store
+    fetcher: Fetcher
+    sender: Sender
+    rules: RulesHolder
+    feeds: FeedsSync
+    poller: Poller
+    deliverer: Deliverer
+    clock: Callable[[], datetime]
+
+
+@contextlib.contextmanager
+def open_app(
+    settings: Settings,
+    *,
+    console: Console | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    sleep: Callable[[float], None] = time.sleep,
+    migrate: bool = True,
+    backfill: bool = True,
+) -> Iterator[App]:
+    """Everything a command needs, closed on exit. Migrates the database first when asked
+    (SQLite by default: an embedded database should just work)."""
+    engine = make_engine(settings.database_url)
+    try:
+        if migrate:
+            upgrade(engine)
+        store = Store(engine)
+        rules = RulesHolder(settings.rules_dir)
+        rules.load()
+        feeds = FeedsSync(settings.rules_dir / "feeds.yaml", store, clock)
+        feeds.refresh(strict=True)
+        sender = make_sender(settings, console)
+        with Fetcher(fetch_limits(settings),
+                     allow_private=settings.allow_private_addresses) as fetcher:
+            poller = Poller(
+                store=store, fetcher=fetcher, rules=rules, routing=make_routing(settings),
+                clock=clock, backfill_window=timedelta(hours=settings.backfill_alert_window_hours),
+                backfill=backfill,
+            )
+            deliverer = Deliverer(store=store, sender=sender, clock=clock, sleep=sleep,
+                                  pace=0.0 if sender.name == "console" else 1.0)
+            yield App(settings, store, fetcher, sender, rules, feeds, poller, deliverer, clock)
+    finally:
+        engine.dispose()

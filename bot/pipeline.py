@@ -1,0 +1,191 @@
+"""One poll cycle: ``due feeds | fetch | parse | decide | match | plan alerts | store``.
+
+The pipeline moves data and makes no choices: every decision is in ``bot.decide`` (pure), every
+match in ``bot.rules`` (pure). Each feed's results are written in one transaction, after which
+the delivery loop (``bot.notify.delivery``) posts the alerts it wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.decide import (
+    RuleRoute,
+    backoff,
+    in_backfill,
+    next_poll,
+    plan_alerts,
+    storable_key,
+    triage,
+)
+from bot.errors import ConfigError, FeedError
+from bot.fetch import Fetcher, FetchRequest
+from bot.model import AlertRule, Entry, FetchResult
+from bot.parse import parse_feed
+from bot.rules import RuleSet
+from bot.store import AlertWrite, EntryWrite, FeedState, FeedUpdate, PollWrite, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOutcome:
+    """What one feed's poll did, for the summary table and logs."""
+
+    feed: str
+    url: str
+    result: str  # "ok" | "not_modified" | "failed"
+    new: int = 0
+    changed: int = 0
+    alerts: int = 0
+    error: str | None = None
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where rules' alerts go. ``single_channel`` (webhook, console) folds every rule into one
+    destination so that an entry is one message; otherwise rules use route.slack or the
+    default channel."""
+
+    default_channel: str | None = None
+    single_channel: str | None = None
+
+    def routes(self, rules: RuleSet) -> dict[str, RuleRoute]:
+        routes: dict[str, RuleRoute] = {}
+        missing: list[str] = []
+        for rule in rules.rules:
+            if not rule.enabled:
+                continue
+            if self.single_channel is not None:
+                channels: tuple[str, ...] = (self.single_channel,)
+            elif rule.slack_channels:
+                channels = tuple(rule.slack_channels)
+            elif self.default_channel:
+                channels = (self.default_channel,)
+            else:
+                missing.append(rule.id)
+                continue
+            routes[rule.id] = RuleRoute(
+                AlertRule(rule.id, rule.title, rule.severity, rule.version), rule.status, channels
+            )
+        if missing:
+            raise ConfigError(
+                "POLICYBOT_SLACK_CHANNEL: not set, and these rules have no route.slack: "
+                + ", ".join(missing)
+            )
+        return routes
+
+
+@dataclass
+class Poller:
+    """Runs poll cycles over the store's feeds with one fetcher and the current rules."""
+
+    store: Store
+    fetcher: Fetcher
+    rules: Callable[[], RuleSet]
+    routing: Routing
+    clock: Clock
+    backfill_window: timedelta = timedelta(hours=24)
+    backfill: bool = True
+
+    def cycle(
+        self, *, force: bool = False, url: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[FeedOutcome]:
+        """Poll the due feeds (or every active feed with ``force``; or the one at ``url``)."""
+        feeds = self.store.feeds_to_poll(self.clock(), force=force, url=url)
+        return self.poll_feeds(feeds, stop=stop)
+
+    def poll_feeds(
+        self, feeds: Sequence[FeedState], *, stop: threading.Event | None = None
+    ) -> list[FeedOutcome]:
+        by_id = {f.id: f for f in feeds}
+        requests = [
+            FetchRequest(key=f.id, url=f.url, etag=f.etag, last_modified=f.last_modified)
+            for f in feeds
+        ]
+        outcomes: list[FeedOutcome] = []
+        for request, fetched in self.fetcher.fetch_many(requests):
+            feed = by_id[int(request.key)]
+            if stop is not None and stop.is_set():
+                # Shutting down: leave the feed due (its lease expires); nothing is lost.
+                self.store.release_feed(feed.id)
+                continue
+            outcome = self.process(feed, fetched)
+            outcomes.append(outcome)
+            log.info(
+                "poll feed=%s result=%s new=%d changed=%d alerts=%d%s",
+                outcome.feed, outcome.result, outcome.new, outcome.changed, outcome.alerts,
+                f" error={outcome.error!r}" if outcome.error else "",
+            )
+        return outcomes
+
+    def process(self, feed: FeedState, fetched: FetchResult | FeedError) -> FeedOutcome:
+        """Store what one fetch brought. Expected feed failures become data on the feed."""
+        now = self.clock()
+        if isinstance(fetched, FeedError):
+            return self._failed(feed, fetched, now)
+        if fetched.not_modified:
+            self.store.record_feed(feed.id, FeedUpdate(
+                polled_at=now, next_poll_at=next_poll(now, feed.interval), status=304,
+                etag=fetched.etag, last_modified=fetched.last_modified))
+            return FeedOutcome(feed.name, feed.url, "not_modified", status=304)
+        try:
+            parsed = parse_feed(
+                fetched.body or b"", url=fetched.url, headers=fetched.headers,
+                language=feed.language,
+            )
+        except FeedError as exc:
+            return self._failed(feed, exc, now, status=fetched.status)
+        rules = self.rules()
+        routes = self.routing.routes(rules)
+        parsed_entries = _unique(storable_key(e) for e in parsed.entries)
+        stored = self.store.stored_entries(feed.id, (e.key for e in parsed_entries))
+        found = triage(parsed_entries, {k: (v.id, v.content_hash) for k, v in stored.items()})
+        first_poll = self.backfill and feed.first_success_at is None
+        writes: list[EntryWrite] = []
+        alerts: list[AlertWrite] = []
+        for entry_id, entry in [(None, e) for e in found.new] + list(found.changed):
+            matched = tuple(rules.match(entry, feed_name=feed.name, feed_tags=feed.tags))
+            writes.append(EntryWrite(entry, entry_id, matched))
+            if in_backfill(entry, first_poll=first_poll, now=now, window=self.backfill_window):
+                continue
+            already = self.store.match_rule_ids_for(entry_id) if entry_id is not None else ()
+            for plan in plan_alerts(entry, matched, routes, already=already):
+                alerts.append(AlertWrite(plan.entry_key, plan.channel, plan.rules, plan.hits))
+        saved = self.store.save_poll(PollWrite(
+            feed_id=feed.id, now=now, entries=tuple(writes), alerts=tuple(alerts),
+            feed=FeedUpdate(
+                polled_at=now, next_poll_at=next_poll(now, feed.interval),
+                status=fetched.status, etag=fetched.etag, last_modified=fetched.last_modified,
+                title=parsed.title,
+            ),
+        ))
+        return FeedOutcome(feed.name, feed.url, "ok", new=saved.new_entries,
+                           changed=saved.changed_entries, alerts=saved.alerts,
+                           status=fetched.status)
+
+    def _failed(
+        self, feed: FeedState, error: FeedError, now: datetime, status: int | None = None
+    ) -> FeedOutcome:
+        status = error.status if error.status is not None else status
+        self.store.record_feed(feed.id, FeedUpdate(
+            polled_at=now,
+            next_poll_at=backoff(now, feed.consecutive_failures + 1, feed.interval),
+            status=status, success=False, error=error.message, error_kind=error.kind))
+        return FeedOutcome(feed.name, feed.url, "failed", error=error.message, status=status)
+
+
+def _unique(items: Iterable[Entry]) -> list[Entry]:
+    """First occurrence wins when two entries share a key (after key shortening)."""
+    seen: dict[str, Entry] = {}
+    for entry in items:
+        seen.setdefault(entry.key, entry)
+    return list(seen.values())

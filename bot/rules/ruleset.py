@@ -1,0 +1,166 @@
+"""Compiled rules and the set of them that the bot matches entries against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bot.errors import RuleError
+from bot.model import Entry, Hit, Match, RuleStatus, Severity
+from bot.rules.match import DEFAULT_FIELDS, Compiled, Document, Occurrence, evaluate
+from bot.rules.query import TEXT_FIELDS
+from bot.rules.terms import TermList
+
+ExampleKind = Literal["match", "no_match", "todo_match", "todo_no_match"]
+EXAMPLE_KINDS: tuple[ExampleKind, ...] = ("match", "no_match", "todo_match", "todo_no_match")
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One embedded test: the entry it builds and, optionally, the feed it pretends to be from.
+
+    Without ``feed`` the example ignores ``scope.feeds`` (it tests the query, not the routing).
+    """
+
+    kind: ExampleKind
+    entry: Entry
+    feed: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one rule made of one entry: the answer and the reasons, for ``explain``/examples."""
+
+    matched: bool
+    query_matched: bool
+    excluded_by: tuple[str, ...]
+    hits: tuple[Hit, ...]
+
+
+_FIELD_ORDER = {name: i for i, name in enumerate(TEXT_FIELDS)}
+
+
+def _sorted_hits(hits: Iterable[Hit]) -> tuple[Hit, ...]:
+    unique = set(hits)
+    return tuple(sorted(unique, key=lambda h: (_FIELD_ORDER[h.field], h.start, h.end, h.term)))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule file, compiled. ``version`` is the first 12 hex digits of the file's SHA-256."""
+
+    id: str
+    title: str
+    description: str
+    status: RuleStatus
+    severity: Severity
+    owner: str | None
+    enabled: bool
+    slack_channels: tuple[str, ...]
+    digests: tuple[str, ...]
+    track: str | None
+    version: str
+    path: Path
+    query: str
+    compiled: Compiled = field(repr=False, compare=False)
+    references: tuple[str, ...] = ()
+    feeds: tuple[str, ...] = ()  # scope.feeds: feed names or tags; empty means every feed
+    fields: tuple[str, ...] = DEFAULT_FIELDS  # scope.fields
+    excludes: tuple[tuple[str, str], ...] = ()  # (name, query) as written
+    compiled_excludes: tuple[tuple[str, Compiled], ...] = field(
+        default=(), repr=False, compare=False
+    )
+    track_list: TermList | None = field(default=None, repr=False, compare=False)
+    examples: tuple[Example, ...] = field(default=(), repr=False)
+
+    def in_scope(self, feed_name: str, feed_tags: Iterable[str] = ()) -> bool:
+        """Whether ``scope.feeds`` lets this rule see entries of this feed."""
+        if not self.feeds:
+            return True
+        wanted = set(self.feeds)
+        return feed_name in wanted or not wanted.isdisjoint(feed_tags)
+
+    def evaluate(self, doc: Document) -> Evaluation:
+        """Run the query and every exclusion (ignores ``enabled`` and ``scope.feeds``)."""
+        ok, occs = evaluate(self.compiled, doc, self.fields)
+        if not ok:
+            return Evaluation(False, False, (), ())
+        excluded = tuple(
+            name for name, node in self.compiled_excludes if evaluate(node, doc, self.fields)[0]
+        )
+        if self.track_list is not None:
+            occs = occs + self._track_occurrences(doc)
+        hits = _sorted_hits(doc.hit(o) for o in occs)
+        return Evaluation(not excluded, True, excluded, hits)
+
+    def _track_occurrences(self, doc: Document) -> list[Occurrence]:
+        assert self.track_list is not None
+        return [o for f in self.fields for p in self.track_list.patterns for o in doc.find(p, f)]
+
+    def match(
+        self, entry: Entry, *, feed_name: str, feed_tags: Iterable[str] = ()
+    ) -> Match | None:
+        """This rule's match for ``entry`` (honouring scope, not ``enabled``), or None."""
+        tags = tuple(feed_tags)
+        if not self.in_scope(feed_name, tags):
+            return None
+        result = self.evaluate(Document(entry, feed_name=feed_name, feed_tags=tags))
+        return Match(self.id, self.version, result.hits) if result.matched else None
+
+    def tracked(self, hits: Iterable[Hit]) -> tuple[str, ...]:
+        """Canonical names of ``track`` list entries among ``hits``, in order of appearance."""
+        if self.track_list is None:
+            return ()
+        names = self.track_list.names
+        seen: dict[str, None] = {}
+        for hit in hits:
+            if hit.term in names:
+                seen.setdefault(hit.term, None)
+        return tuple(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Every rule in the rules directory, sorted by id, with the shared lists they use.
+
+    ``warnings`` are lint findings that do not stop loading (an acronym without ``case:``).
+    """
+
+    rules: tuple[Rule, ...] = ()
+    lists: tuple[TermList, ...] = ()
+    warnings: tuple[RuleError, ...] = ()
+    _by_id: dict[str, Rule] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.rules, key=lambda r: r.id))
+        object.__setattr__(self, "rules", ordered)
+        object.__setattr__(self, "_by_id", {r.id: r for r in ordered})
+
+    def get(self, rule_id: str) -> Rule | None:
+        return self._by_id.get(rule_id)
+
+    def get_list(self, name: str) -> TermList | None:
+        return next((t for t in self.lists if t.name == name), None)
+
+    def match(
+        self, entry: Entry, *, feed_name: str, feed_tags: Iterable[str] = ()
+    ) -> list[Match]:
+        """Matches of every enabled rule whose scope admits this feed, in rule-id order."""
+        tags = tuple(feed_tags)
+        doc = Document(entry, feed_name=feed_name, feed_tags=tags)
+        out: list[Match] = []
+        for rule in self.rules:
+            if not rule.enabled or not rule.in_scope(feed_name, tags):
+                continue
+            result = rule.evaluate(doc)
+            if result.matched:
+                out.append(Match(rule.id, rule.version, result.hits))
+        return out
+
+    def match_text(self, title: str, *, summary: str = "", feed_name: str = "test") -> list[str]:
+        """Ids of the rules an entry with this title (and summary) matches; for tests."""
+        entry = Entry(key="text", title=title, summary=summary)
+        return [m.rule_id for m in self.match(entry, feed_name=feed_name)]

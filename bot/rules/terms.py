@@ -1,0 +1,135 @@
+"""Searchable patterns and term lists.
+
+A *pattern* is one normalised string to look for, with its boundary and case behaviour. A
+*term list* (``terms:`` in a rule, or ``rules/lists/<name>.yaml``) is a list of entries; an
+entry has a canonical name and variants (aliases in other languages, spellings), and every
+hit on a variant reports the canonical name, which is what ``track`` records.
+
+Search here is a plain ``str.find`` per pattern, cached per entry by the caller. The
+Aho-Corasick prefilter from DESIGN.md replaces :func:`find_all` for many patterns at once
+without changing :class:`Pattern`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.rules.query import MIN_PREFIX_STEM
+from bot.rules.text import has_unspaced, is_unspaced, is_word_char, normalize_term
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One string to search for in normalised text.
+
+    ``left_bounded``/``right_bounded``: the pattern starts/ends with a word character of a
+    spaced script, so the text must not continue with a word character on that side
+    (``OSA`` is not in ``Osaka``). An edge in Han/kana/Hangul has no boundary (``GCAP``
+    is in ``日英伊のGCAP計画``, ``計画`` is in ``GCAP計画``). A ``prefix`` pattern extends its
+    hit to the end of the word (``radar*`` → ``radars``).
+    """
+
+    text: str
+    case_sensitive: bool
+    prefix: bool
+    left_bounded: bool
+    right_bounded: bool
+    label: str
+
+    @property
+    def key(self) -> tuple[str, bool, bool]:
+        """What the search depends on (not the label): patterns with one key share a search."""
+        return (self.text, self.case_sensitive, self.prefix)
+
+
+class PatternError(ValueError):
+    """A term that cannot be searched for; the message says why."""
+
+
+def make_pattern(
+    text: str, *, case_sensitive: bool = False, prefix: bool = False, label: str | None = None
+) -> Pattern:
+    """Normalise ``text`` into a :class:`Pattern` or raise :class:`PatternError`."""
+    norm = normalize_term(text, casefold=not case_sensitive)
+    shown = text.strip() + ("*" if prefix else "")
+    if not norm:
+        raise PatternError(f"empty term {shown!r}")
+    if not any(is_word_char(c) or is_unspaced(c) for c in norm):
+        raise PatternError(f"term {shown!r} has no letters or digits")
+    if prefix:
+        if is_unspaced(norm[-1]):
+            raise PatternError(
+                f"{shown!r}: terms in Japanese/Chinese/Korean script already match inside "
+                "words; drop the *"
+            )
+        stem = len(norm)
+        if stem < MIN_PREFIX_STEM:
+            raise PatternError(
+                f"{shown!r}: a prefix needs at least {MIN_PREFIX_STEM} characters before the "
+                f"* (a shorter stem matches too many words); write the words out instead"
+            )
+    return Pattern(
+        text=norm,
+        case_sensitive=case_sensitive,
+        prefix=prefix,
+        left_bounded=is_word_char(norm[0]),
+        right_bounded=is_word_char(norm[-1]),
+        label=label if label is not None else shown,
+    )
+
+
+def find_all(pattern: Pattern, text: str) -> list[tuple[int, int]]:
+    """Non-overlapping ``[start, end)`` spans of ``pattern`` in normalised ``text``."""
+    spans: list[tuple[int, int]] = []
+    needle = pattern.text
+    size = len(text)
+    i = text.find(needle)
+    while i != -1:
+        end = i + len(needle)
+        if pattern.left_bounded and i > 0 and is_word_char(text[i - 1]):
+            i = text.find(needle, i + 1)
+            continue
+        if pattern.prefix:
+            while end < size and is_word_char(text[end]):
+                end += 1
+        elif pattern.right_bounded and end < size and is_word_char(text[end]):
+            i = text.find(needle, i + 1)
+            continue
+        spans.append((i, end))
+        i = text.find(needle, end)
+    return spans
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    """One entry of a term list: its canonical name and every pattern that stands for it."""
+
+    name: str
+    patterns: tuple[Pattern, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TermList:
+    """A named list of entries: rule-local ``$name`` or shared ``@name``."""
+
+    name: str
+    entries: tuple[ListEntry, ...]
+
+    @property
+    def patterns(self) -> tuple[Pattern, ...]:
+        return tuple(p for e in self.entries for p in e.patterns)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(e.name for e in self.entries)
+
+
+def looks_like_acronym(text: str) -> bool:
+    """All-caps Latin of four letters or fewer: the terms that collide (OSA, GCAP, SDF)."""
+    letters = [c for c in text if c.isalpha()]
+    return (
+        0 < len(letters) <= 4
+        and all(c.isupper() for c in letters)
+        and not has_unspaced(text)
+        and " " not in text.strip()
+    )

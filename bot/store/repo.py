@@ -1,0 +1,519 @@
+"""Reads and writes of the database. ORM/Core rows never leave this module: callers get and
+give the frozen values of ``bot.model`` and the small records defined here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+
+from bot.errors import StorageError
+from bot.model import Alert, AlertRule, Entry, FeedSource, Hit, Match, Severity
+from bot.store.tables import alerts, entries, feeds, matches
+
+log = logging.getLogger(__name__)
+
+PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """A feed as the store knows it: its source declaration plus its polling state."""
+
+    id: int
+    name: str
+    url: str
+    interval: timedelta
+    tags: tuple[str, ...]
+    language: str | None
+    enabled: bool
+    removed: bool
+    gone: bool
+    etag: str | None
+    last_modified: str | None
+    next_poll_at: datetime
+    retry_after_until: datetime | None
+    last_polled_at: datetime | None
+    last_success_at: datetime | None
+    first_success_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    last_error_kind: str | None
+    consecutive_failures: int
+    title: str | None
+    entry_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    id: int
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryWrite:
+    """An entry to insert (``entry_id`` None) or update, with its current matches."""
+
+    entry: Entry
+    entry_id: int | None
+    matches: tuple[Match, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertWrite:
+    entry_key: str
+    channel: str
+    rules: tuple[AlertRule, ...]
+    hits: tuple[Hit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedUpdate:
+    """The feed's new state after a poll. Written in the same transaction as its entries."""
+
+    polled_at: datetime
+    next_poll_at: datetime
+    status: int | None
+    etag: str | None = None
+    last_modified: str | None = None
+    title: str | None = None
+    success: bool = True
+    error: str | None = None
+    error_kind: str | None = None
+    retry_after_until: datetime | None = None
+    keep_validators: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PollWrite:
+    feed_id: int
+    now: datetime
+    entries: tuple[EntryWrite, ...] = ()
+    alerts: tuple[AlertWrite, ...] = ()
+    feed: FeedUpdate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PollSaved:
+    new_entries: int
+    changed_entries: int
+    alerts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatusCounts:
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __getitem__(self, status: str) -> int:
+        return self.counts.get(status, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAlert:
+    id: int
+    channel: str
+    title: str
+    error: str | None
+    attempts: int
+
+
+class Store:
+    """Repository over one engine. Every method is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StorageError(f"database error: {exc.orig}") from exc
+
+    def _insert(self, table: Any) -> Any:
+        """INSERT … ON CONFLICT DO NOTHING for the engine's dialect."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # ------------------------------------------------------------------ feeds
+
+    def sync_feeds(self, sources: Sequence[FeedSource], now: datetime) -> SyncReport:
+        """Make the feeds table follow feeds.yaml: add, update, and mark removed (history kept)."""
+        added: list[str] = []
+        updated: list[str] = []
+        removed: list[str] = []
+        with self._begin() as conn:
+            rows = {r.name: r for r in conn.execute(select(feeds))}
+            for source in sources:
+                declared = {
+                    "url": source.url,
+                    "interval_seconds": int(source.interval.total_seconds()),
+                    "tags": list(source.tags),
+                    "language": source.language,
+                    "enabled": source.enabled,
+                }
+                row = rows.get(source.name)
+                if row is None:
+                    conn.execute(
+                        feeds.insert().values(
+                            name=source.name, gone=False, consecutive_failures=0,
+                            next_poll_at=now, created_at=now, **declared,
+                        )
+                    )
+                    added.append(source.name)
+                    continue
+                changes = {k: v for k, v in declared.items() if getattr(row, k) != v}
+                if row.removed_at is not None:
+                    changes["removed_at"] = None
+                if "url" in changes:
+                    # A new URL is a new conversation with a server: old validators are void.
+                    changes.update(etag=None, last_modified=None, gone=False, next_poll_at=now)
+                if changes:
+                    conn.execute(update(feeds).where(feeds.c.id == row.id).values(**changes))
+                    updated.append(source.name)
+            declared_names = {s.name for s in sources}
+            for name, row in rows.items():
+                if name not in declared_names and row.removed_at is None:
+                    conn.execute(update(feeds).where(feeds.c.id == row.id).values(removed_at=now))
+                    removed.append(name)
+        return SyncReport(tuple(added), tuple(updated), tuple(removed))
+
+    def feeds_to_poll(
+        self, now: datetime, *, force: bool = False, url: str | None = None,
+        lease: timedelta = timedelta(minutes=10), owner: str = "local",
+    ) -> list[FeedState]:
+        """Claim the feeds to poll now and return them.
+
+        Due feeds have ``next_poll_at <= now``; ``force`` takes every active feed whatever its
+        schedule, except those a server told to wait (Retry-After) and those that are gone.
+        Each feed is claimed with a lease (a conditional UPDATE) so that two processes never
+        poll one feed at once; ``save_poll`` releases it.
+        """
+        active = and_(feeds.c.enabled.is_(True), feeds.c.removed_at.is_(None),
+                      feeds.c.gone.is_(False))
+        cond = [active, or_(feeds.c.lease_until.is_(None), feeds.c.lease_until < now)]
+        if url is not None:
+            cond.append(or_(feeds.c.url == url, feeds.c.name == url))
+        if force:
+            cond.append(or_(feeds.c.retry_after_until.is_(None),
+                            feeds.c.retry_after_until <= now))
+        else:
+            cond.append(feeds.c.next_poll_at <= now)
+        claimed: list[FeedState] = []
+        with self._begin() as conn:
+            ids = [r.id for r in conn.execute(
+                select(feeds.c.id).where(*cond).order_by(feeds.c.next_poll_at, feeds.c.id))]
+            for feed_id in ids:
+                result = conn.execute(
+                    update(feeds)
+                    .where(feeds.c.id == feed_id,
+                           or_(feeds.c.lease_until.is_(None), feeds.c.lease_until < now))
+                    .values(lease_until=now + lease, lease_owner=owner)
+                )
+                if result.rowcount == 1:
+                    claimed.append(self._feed_state(conn, feed_id))
+        return claimed
+
+    def _feed_state(self, conn: Connection, feed_id: int) -> FeedState:
+        row = conn.execute(select(feeds).where(feeds.c.id == feed_id)).one()
+        return _feed_state(row)
+
+    def list_feeds(self) -> list[FeedState]:
+        counts = (
+            select(entries.c.feed_id, func.count().label("n"))
+            .group_by(entries.c.feed_id)
+            .subquery()
+        )
+        with self._begin() as conn:
+            rows = conn.execute(
+                select(feeds, func.coalesce(counts.c.n, 0).label("entry_count"))
+                .outerjoin(counts, counts.c.feed_id == feeds.c.id)
+                .order_by(feeds.c.name)
+            ).all()
+        return [_feed_state(r, entry_count=r.entry_count) for r in rows]
+
+    def release_feed(self, feed_id: int) -> None:
+        with self._begin() as conn:
+            conn.execute(update(feeds).where(feeds.c.id == feed_id)
+                         .values(lease_until=None, lease_owner=None))
+
+    # ---------------------------------------------------------------- entries
+
+    def stored_entries(self, feed_id: int, keys: Iterable[str]) -> dict[str, StoredEntry]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, StoredEntry] = {}
+        with self._begin() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in conn.execute(
+                    select(entries.c.id, entries.c.key, entries.c.content_hash).where(
+                        entries.c.feed_id == feed_id, entries.c.key.in_(chunk)
+                    )
+                ):
+                    found[row.key] = StoredEntry(row.id, row.content_hash)
+        return found
+
+    def save_poll(self, write: PollWrite) -> PollSaved:
+        """One transaction: new and changed entries, their matches, their alerts, and last of
+        all the feed's new state — so a crash at any point loses nothing (the next poll sees
+        the same items again, because the validators were not saved)."""
+        new = changed = alert_count = 0
+        with self._begin() as conn:
+            ids: dict[str, int] = {}
+            for item in write.entries:
+                values = _entry_values(item.entry)
+                if item.entry_id is None:
+                    inserted = conn.execute(
+                        self._insert(entries)
+                        .values(feed_id=write.feed_id, key=item.entry.key,
+                                first_seen_at=write.now, **values)
+                        .on_conflict_do_nothing(index_elements=["feed_id", "key"])
+                        .returning(entries.c.id)
+                    ).scalar_one_or_none()
+                    if inserted is not None:
+                        new += 1
+                        entry_id = inserted
+                    else:  # already stored (a concurrent poll, or a replay): keep the first
+                        entry_id = conn.execute(
+                            select(entries.c.id).where(entries.c.feed_id == write.feed_id,
+                                                       entries.c.key == item.entry.key)
+                        ).scalar_one()
+                else:
+                    entry_id = item.entry_id
+                    conn.execute(update(entries).where(entries.c.id == entry_id)
+                                 .values(changed_at=write.now, **values))
+                    changed += 1
+                ids[item.entry.key] = entry_id
+                self._write_matches(conn, entry_id, item.matches, write.now)
+            for alert in write.alerts:
+                inserted = conn.execute(
+                    self._insert(alerts)
+                    .values(
+                        entry_id=ids[alert.entry_key], channel=alert.channel,
+                        rules=[_rule_json(r) for r in alert.rules],
+                        hits=[_hit_json(h) for h in alert.hits],
+                        status=PENDING, attempts=0, next_attempt_at=write.now,
+                        created_at=write.now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["entry_id", "channel"])
+                    .returning(alerts.c.id)
+                ).scalar_one_or_none()
+                alert_count += inserted is not None
+            if write.feed is not None:
+                conn.execute(update(feeds).where(feeds.c.id == write.feed_id)
+                             .values(**_feed_update_values(write.feed, write.now)))
+        return PollSaved(new, changed, alert_count)
+
+    def _write_matches(
+        self, conn: Connection, entry_id: int, found: Sequence[Match], now: datetime
+    ) -> None:
+        existing = {r.rule_id for r in conn.execute(
+            select(matches.c.rule_id).where(matches.c.entry_id == entry_id))}
+        stale = existing - {m.rule_id for m in found}
+        if stale:
+            conn.execute(matches.delete().where(matches.c.entry_id == entry_id,
+                                                matches.c.rule_id.in_(stale)))
+        for match in found:
+            values = {"rule_version": match.rule_version,
+                      "hits": [_hit_json(h) for h in match.hits], "matched_at": now}
+            if match.rule_id in existing:
+                conn.execute(update(matches).where(matches.c.entry_id == entry_id,
+                                                   matches.c.rule_id == match.rule_id)
+                             .values(**values))
+            else:
+                conn.execute(matches.insert().values(entry_id=entry_id, rule_id=match.rule_id,
+                                                     **values))
+
+    def record_feed(self, feed_id: int, update_: FeedUpdate) -> None:
+        """Save a feed's state after a poll that stored no entries (304, error)."""
+        with self._begin() as conn:
+            conn.execute(update(feeds).where(feeds.c.id == feed_id)
+                         .values(**_feed_update_values(update_, update_.polled_at)))
+
+    def entry_count(self) -> int:
+        with self._begin() as conn:
+            return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
+
+    def match_rule_ids_for(self, entry_id: int) -> list[str]:
+        """The rules that matched a stored entry (before its latest change)."""
+        with self._begin() as conn:
+            return sorted(conn.execute(
+                select(matches.c.rule_id).where(matches.c.entry_id == entry_id)).scalars())
+
+    # ----------------------------------------------------------------- alerts
+
+    def claim_alerts(self, now: datetime, limit: int = 100) -> list[Alert]:
+        """Move due pending alerts to ``sending`` (attempts + 1) and return them, oldest first.
+
+        Nothing is sent that was not first committed: the claim is its own transaction.
+        """
+        claimed: list[int] = []
+        with self._begin() as conn:
+            ids = list(conn.execute(
+                select(alerts.c.id)
+                .where(alerts.c.status == PENDING, alerts.c.next_attempt_at <= now)
+                .order_by(alerts.c.id).limit(limit)).scalars())
+            for alert_id in ids:
+                result = conn.execute(
+                    update(alerts).where(alerts.c.id == alert_id, alerts.c.status == PENDING)
+                    .values(status=SENDING, claimed_at=now, attempts=alerts.c.attempts + 1)
+                )
+                if result.rowcount == 1:
+                    claimed.append(alert_id)
+        return self._alerts(claimed)
+
+    def in_flight_alerts(self) -> list[Alert]:
+        """Alerts left in ``sending``: the process died between claiming and recording."""
+        with self._begin() as conn:
+            ids = list(conn.execute(select(alerts.c.id).where(alerts.c.status == SENDING)
+                                    .order_by(alerts.c.id)).scalars())
+        return self._alerts(ids)
+
+    def _alerts(self, ids: Sequence[int]) -> list[Alert]:
+        if not ids:
+            return []
+        with self._begin() as conn:
+            rows = conn.execute(
+                select(alerts, entries, feeds.c.name.label("feed_name"))
+                .join(entries, entries.c.id == alerts.c.entry_id)
+                .join(feeds, feeds.c.id == entries.c.feed_id)
+                .where(alerts.c.id.in_(ids))
+                .order_by(alerts.c.id)
+            ).all()
+        return [_alert(r) for r in rows]
+
+    def alert_attempts(self, alert_id: int) -> int:
+        with self._begin() as conn:
+            return int(conn.execute(select(alerts.c.attempts)
+                                    .where(alerts.c.id == alert_id)).scalar_one())
+
+    def mark_sent(self, alert_id: int, *, ts: str | None, now: datetime) -> None:
+        with self._begin() as conn:
+            conn.execute(update(alerts).where(alerts.c.id == alert_id)
+                         .values(status=SENT, ts=ts, sent_at=now, error=None))
+
+    def mark_retry(self, alert_id: int, *, at: datetime, error: str) -> None:
+        with self._begin() as conn:
+            conn.execute(update(alerts).where(alerts.c.id == alert_id)
+                         .values(status=PENDING, next_attempt_at=at, error=error))
+
+    def mark_failed(self, alert_id: int, *, error: str, now: datetime) -> None:
+        with self._begin() as conn:
+            conn.execute(update(alerts).where(alerts.c.id == alert_id)
+                         .values(status=FAILED, error=error, claimed_at=now))
+
+    def requeue_failed(self, now: datetime) -> int:
+        with self._begin() as conn:
+            result = conn.execute(update(alerts).where(alerts.c.status == FAILED)
+                                  .values(status=PENDING, next_attempt_at=now, error=None))
+        return int(result.rowcount)
+
+    def alert_counts(self) -> AlertStatusCounts:
+        with self._begin() as conn:
+            rows = conn.execute(select(alerts.c.status, func.count()).group_by(alerts.c.status))
+            return AlertStatusCounts({status: int(n) for status, n in rows})
+
+    def failed_alerts(self, limit: int = 20) -> list[FailedAlert]:
+        with self._begin() as conn:
+            rows = conn.execute(
+                select(alerts.c.id, alerts.c.channel, alerts.c.error, alerts.c.attempts,
+                       entries.c.title)
+                .join(entries, entries.c.id == alerts.c.entry_id)
+                .where(alerts.c.status == FAILED).order_by(alerts.c.id.desc()).limit(limit))
+            return [FailedAlert(r.id, r.channel, r.title, r.error, r.attempts) for r in rows]
+
+    def next_alert_due(self) -> datetime | None:
+        with self._begin() as conn:
+            value = conn.execute(select(func.min(alerts.c.next_attempt_at))
+                                 .where(alerts.c.status == PENDING)).scalar_one()
+        return value if isinstance(value, datetime) else None
+
+
+# ----------------------------------------------------------------- row mapping
+
+
+def _feed_state(row: Any, entry_count: int = 0) -> FeedState:
+    return FeedState(
+        id=row.id, name=row.name, url=row.url,
+        interval=timedelta(seconds=row.interval_seconds), tags=tuple(row.tags or ()),
+        language=row.language, enabled=row.enabled, removed=row.removed_at is not None,
+        gone=row.gone, etag=row.etag, last_modified=row.last_modified,
+        next_poll_at=row.next_poll_at, retry_after_until=row.retry_after_until,
+        last_polled_at=row.last_polled_at, last_success_at=row.last_success_at,
+        first_success_at=row.first_success_at, last_status=row.last_status,
+        last_error=row.last_error, last_error_kind=row.last_error_kind,
+        consecutive_failures=row.consecutive_failures, title=row.title,
+        entry_count=entry_count,
+    )
+
+
+def _feed_update_values(u: FeedUpdate, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "last_polled_at": u.polled_at, "next_poll_at": u.next_poll_at,
+        "last_status": u.status, "retry_after_until": u.retry_after_until,
+        "lease_until": None, "lease_owner": None,
+    }
+    if u.success:
+        values.update(last_success_at=u.polled_at, consecutive_failures=0, last_error=None,
+                      last_error_kind=None,
+                      first_success_at=func.coalesce(feeds.c.first_success_at, u.polled_at))
+        if not u.keep_validators:
+            # Replace validators whenever the server sends new ones (RFC 9111 §4.3.4).
+            if u.etag is not None:
+                values["etag"] = u.etag
+            if u.last_modified is not None:
+                values["last_modified"] = u.last_modified
+        if u.title:
+            values["title"] = u.title
+    else:
+        values.update(last_error=u.error, last_error_kind=u.error_kind,
+                      consecutive_failures=feeds.c.consecutive_failures + 1)
+    return values
+
+
+def _entry_values(entry: Entry) -> dict[str, Any]:
+    return {
+        "title": entry.title, "link": entry.link, "author": entry.author,
+        "categories": list(entry.categories), "summary": entry.summary,
+        "content": entry.content, "published": entry.published, "updated": entry.updated,
+        "language": entry.language, "content_hash": entry.content_hash,
+    }
+
+
+def _hit_json(hit: Hit) -> dict[str, Any]:
+    return {"field": hit.field, "start": hit.start, "end": hit.end, "term": hit.term}
+
+
+def _rule_json(rule: AlertRule) -> dict[str, Any]:
+    return {"id": rule.id, "title": rule.title, "severity": rule.severity.value,
+            "version": rule.version}
+
+
+def _alert(row: Any) -> Alert:
+    entry = Entry(
+        key=row.key, title=row.title, link=row.link, author=row.author,
+        categories=tuple(row.categories or ()), summary=row.summary, content=row.content,
+        published=row.published, updated=row.updated, language=row.language,
+        content_hash=row.content_hash,
+    )
+    rules = tuple(
+        AlertRule(r["id"], r["title"], Severity(r["severity"]), r["version"]) for r in row.rules
+    )
+    hits = tuple(Hit(h["field"], h["start"], h["end"], h["term"]) for h in row.hits)
+    return Alert(id=row.id, channel=row.channel, feed_name=row.feed_name, entry=entry,
+                 rules=rules, hits=hits, created_at=row.created_at)
