@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -218,7 +218,9 @@ def _ago(when: datetime | None, now: datetime) -> str:
 
 @feeds_app.command("list")
 def feeds_list(
-    failing: Annotated[bool, typer.Option("--failing", help="Only feeds that are failing.")] = False,
+    failing: Annotated[
+        bool, typer.Option("--failing", help="Only feeds that are failing or gone.")
+    ] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = (
         OutputFormat.table),
     verbose: Verbose = False,
@@ -364,7 +366,9 @@ def alerts_retry(
 
 @rules_app.command("check")
 def rules_check(
-    path: Annotated[Path | None, typer.Argument(help="Rules directory (default: POLICYBOT_RULES_DIR).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="Rules directory (default: POLICYBOT_RULES_DIR).")
+    ] = None,
 ) -> None:
     """Validate every rule and list file; print file:line:col: message for each problem."""
     from bot.rules import RuleLoadError, load_rules

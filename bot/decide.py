@@ -76,7 +76,7 @@ def backoff(now: datetime, failures: int, interval: timedelta, *,
     """After ``failures`` consecutive failures (≥ 1): exponential from the feed's interval
     (at least 5 minutes), full jitter on the upper half, capped at 24 h."""
     base = max(interval, BACKOFF_BASE)
-    delay = min(base * (2 ** max(failures - 1, 0)), BACKOFF_CAP)
+    delay: timedelta = min(base * (2 ** max(failures - 1, 0)), BACKOFF_CAP)
     return now + delay / 2 + (delay / 2) * rng()
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from bot.app import open_app
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.sources import load_feeds
 from bot.summary import print_cycle
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -69,7 +70,8 @@ def run_demo(settings: Settings, console: Console) -> None:
             "slack_bot_token": None,
             "slack_webhook_url": None,
         })
-        console.print(f"[bold]policybot demo[/]: serving {len(list(DEMO_DIR.glob('*.xml')))} "
+        n_feeds = len(load_feeds(rules_dir / "feeds.yaml"))
+        console.print(f"[bold]policybot demo[/]: serving {n_feeds} "
                       f"sample feeds at {base}; alerts print below.\n"
                       "(The demo turns off the backfill window so that the sample items alert.)")
         # The sample items are dated; a real first poll would treat them as back catalogue.

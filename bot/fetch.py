@@ -20,7 +20,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -184,14 +184,15 @@ class Fetcher:
 
     def fetch_many(
         self, requests: Iterable[FetchRequest[K]]
-    ) -> Iterator[tuple[FetchRequest[K], FetchResult | FetchError]]:
+    ) -> Generator[tuple[FetchRequest[K], FetchResult | FetchError], None, None]:
         """Fetch concurrently; yield ``(request, result or error)`` as each one completes.
 
         At most ``max_connections`` fetches run at once and at most ``max_per_host`` to one
         host:port (of the feed's URL). Requests wait in a queue per host and are handed to
         the thread pool only when their host has room, so a worker never sits blocked behind
         a busy host while other hosts wait. A FetchError is yielded, not raised; any other
-        exception is a bug and propagates.
+        exception is a bug and propagates. Closing the generator early waits for the fetches
+        already running and starts no more.
         """
         limits = self.limits
         queues: dict[str, deque[FetchRequest[K]]] = {}

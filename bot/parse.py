@@ -192,9 +192,10 @@ def _author(raw: Mapping[str, Any]) -> str | None:
     detail = _get(raw, "author_detail")
     name = _get(detail, "name") if isinstance(detail, Mapping) else None
     value = name or _get(raw, "author")
+    # Already plain text from feedparser: stripping tags here would eat "Jane <jane@…>".
     if not isinstance(value, str):
         return None
-    return _collapse(html_to_text(value) if "<" in value or "&" in value else value) or None
+    return _collapse(value) or None
 
 
 def _categories(raw: Mapping[str, Any]) -> tuple[str, ...]:

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fakeslack import FakeSlack
+from feedserver import FeedServer
 from sqlalchemy import text
 
 from bot.store import Store, make_engine, upgrade
@@ -77,3 +79,20 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def fake_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
+    """A fake Slack Web API on loopback, driven by the real slack_sdk client."""
+    # slack_sdk routes through an HTTP(S)_PROXY from the environment, loopback included.
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeSlack.running() as fake:
+        yield fake
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    """A feed server on 127.0.0.1 with readable steps (serve, status, redirect, …)."""
+    with FeedServer() as server:
+        yield server

@@ -64,7 +64,7 @@ class Deliverer:
         finder = getattr(self.sender, "find_posted", None)
         if finder is None:
             return None
-        oldest = alert.created_at.timestamp() - 60 if alert.created_at else None
+        oldest = alert.created_at.timestamp() - 300 if alert.created_at else None
         try:
             found = finder(alert.channel, alert.id, oldest=oldest)
         except DeliveryError as exc:
@@ -114,7 +114,7 @@ class Deliverer:
             return
         now = self.clock()
         self._last_post[alert.channel] = now
-        self.store.mark_sent(alert.id, ts=sent.ts, now=now)
+        self.store.mark_sent(alert.id, ts=sent.ts, now=now, channel=sent.channel)
         report.sent += 1
         log.info("delivery alert=%d channel=%s sent ts=%s", alert.id, alert.channel, sent.ts)
 
@@ -123,7 +123,7 @@ class Deliverer:
             return timedelta(seconds=exc.retry_after)
         # Exponential with jitter, from the attempt count the claim recorded.
         attempts = self.store.alert_attempts(alert.id)
-        delay = min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
+        delay: timedelta = min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
         return delay / 2 + (delay / 2) * self.rng()
 
     def _pace(self, channel: str) -> None:

@@ -18,6 +18,7 @@ import math
 import urllib.error
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -100,11 +101,27 @@ WEBHOOK_HINTS: Mapping[str, str] = {
 }
 
 
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
+_WINDOW = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """What must not leave this module: ``whole`` strings are replaced wherever they occur;
+    if any 8-character run of a ``core`` secret is still there (slack_sdk cuts a non-JSON
+    body at 100 characters, possibly mid-token), the whole text is withheld."""
+
+    whole: tuple[str, ...] = ()
+    core: tuple[str, ...] = ()
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted(self.whole, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        for secret in self.core:
+            runs = (secret[i : i + _WINDOW] for i in range(len(secret) - _WINDOW + 1))
+            if any(run in text for run in runs):
+                return "[withheld: it quoted part of a credential]"
+        return text
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
@@ -140,24 +157,36 @@ def _check_token(token: str) -> str:
     return token
 
 
+# What slack_sdk puts in "error" when the answer was not JSON (web/internal_utils.py).
+_NOT_JSON = "Received a response in a non-JSON format"
+
+
 def classify_api_error(
-    method: str, status: int, data: Mapping[str, Any], headers: Mapping[str, Any] | None
+    method: str,
+    status: int,
+    data: Mapping[str, Any],
+    headers: Mapping[str, Any] | None,
+    secrets: Secrets | None = None,
 ) -> tuple[str, bool, float | None]:
-    """(message, permanent, retry_after) for a failed Web API call."""
-    error = str(data.get("error") or f"HTTP {status}")
+    """(message, permanent, retry_after) for a failed Web API call. Text from the response
+    is redacted before it is shortened, so that no part of a secret survives a cut."""
+    scrub = (secrets or Secrets()).scrub
+    error = scrub(str(data.get("error") or f"HTTP {status}"))[:200]
     if status == 429 or error in ("ratelimited", "rate_limited"):
         after = _retry_after(headers)
         wait = f", retry after {after:g}s" if after is not None else ""
         return f"{method}: rate limited ({error}){wait}", False, after
-    if status >= 500 or status == 408:
+    if status >= 500 or status == 408 or error.startswith(_NOT_JSON):
+        # A body that is not JSON came from something between us and Slack (a proxy,
+        # a load balancer) having a bad moment, not from Slack refusing the message.
         return f"{method}: Slack answered HTTP {status} ({error[:100]})", False, None
     permanent = error not in TRANSIENT_ERRORS
     message = f"{method}: {error}"
     if error == "missing_scope" and data.get("needed"):
-        message += f" (needs {data.get('needed')})"
+        message += f" (needs {scrub(str(data.get('needed')))[:200]})"
     details = (data.get("response_metadata") or {}).get("messages") or []
     if details:
-        message += " [" + "; ".join(str(d)[:200] for d in details[:3]) + "]"
+        message += " [" + "; ".join(scrub(str(d))[:200] for d in details[:3]) + "]"
     if error in HINTS:
         message += f" — {HINTS[error]}"
     return message, permanent, None
@@ -193,24 +222,22 @@ class SlackBotSender:
     @contextmanager
     def _translating(self, channel: str, method: str) -> Iterator[None]:
         """Turn slack_sdk and urllib failures into DeliveryError, once, here."""
-        secrets = (self._token,)
+        secrets = Secrets(whole=(self._token,), core=(self._token,))
         try:
             yield
         except SlackApiError as exc:
             response = exc.response
             data = response.data if isinstance(response.data, dict) else {}
             message, permanent, after = classify_api_error(
-                method, int(response.status_code), data, response.headers
+                method, int(response.status_code), data, response.headers, secrets
             )
-            raise DeliveryError(
-                channel, _redact(message, secrets), permanent=permanent, retry_after=after
-            ) from exc
+            raise DeliveryError(channel, message, permanent=permanent, retry_after=after) from exc
         except SlackRequestError as exc:
             message = f"{method}: bad request ({exc}); check POLICYBOT_SLACK_API_URL"
-            raise DeliveryError(channel, _redact(message, secrets), permanent=True) from exc
+            raise DeliveryError(channel, secrets.scrub(message), permanent=True) from exc
         except (OSError, http.client.HTTPException) as exc:
             message = f"{method}: {_describe_network_error(exc)}"
-            raise DeliveryError(channel, _redact(message, secrets), permanent=False) from exc
+            raise DeliveryError(channel, secrets.scrub(message), permanent=False) from exc
 
     def send(self, alert: Alert) -> Sent:
         payload = render_slack(alert)
@@ -316,7 +343,10 @@ class WebhookSender:
                 "Incoming Webhooks page (https://hooks.slack.com/services/…)"
             )
         # The whole URL and its path are credentials.
-        self._secrets = tuple(s for s in (url, parts.path, parts.path.strip("/")) if s != "")
+        self._secrets = Secrets(
+            whole=(url, parts.path, parts.path.strip("/")),
+            core=(parts.path.rstrip("/").rpartition("/")[2],),  # the …/XXXXXXXX secret
+        )
         self._client = WebhookClient(
             url,
             timeout=_timeout_seconds(timeout),
@@ -338,13 +368,13 @@ class WebhookSender:
                 unfurl_media=False,
             )
         except (OSError, http.client.HTTPException, SlackRequestError) as exc:
-            message = _redact(f"webhook: {_describe_network_error(exc)}", self._secrets)
+            message = self._secrets.scrub(f"webhook: {_describe_network_error(exc)}")
             # Not chained: urllib/http.client messages can quote the URL (e.g. InvalidURL).
             raise DeliveryError(alert.channel, message, permanent=False) from None
         status = response.status_code
         if 200 <= status < 300:
             return Sent(channel=alert.channel, ts=None)
-        body = _redact(" ".join(str(response.body or "").split())[:100], self._secrets)
+        body = self._secrets.scrub(" ".join(str(response.body or "").split()))[:100]
         reason = body or f"HTTP {status}"
         if status == 429:
             after = _retry_after(response.headers)

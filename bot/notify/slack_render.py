@@ -175,6 +175,14 @@ def _meta_context(alert: Alert) -> str:
     return fit(_joined_units(pieces, " · "), SECTION_MAX)
 
 
+def _needs_boundary(neighbour: str) -> bool:
+    return (
+        bool(neighbour)
+        and not neighbour.isspace()
+        and not (neighbour.isascii() and not neighbour.isalnum())
+    )
+
+
 def snippet_units(snippet: Snippet) -> list[str]:
     """Escape each piece, then wrap hits in ``*…*``: a hit is one unit, so a cut never
     leaves a marker open, and no escape is ever split by the markers."""
@@ -184,12 +192,12 @@ def snippet_units(snippet: Snippet) -> list[str]:
         if not is_hit:
             units.extend(escape_mrkdwn(c) for c in clusters(piece))
             continue
-        # Slack only sees `*` as bold next to a space or punctuation; between letters
-        # (日英伊の*GCAP*計画) a zero-width space supplies the boundary.
+        # Slack only sees `*` as bold next to a space or ASCII punctuation; next to a letter
+        # or CJK punctuation (日英伊の*GCAP*計画) a zero-width space supplies the boundary.
         before = parts[i - 1][0][-1:] if i > 0 else ""
         after = parts[i + 1][0][:1] if i + 1 < len(parts) else ""
-        lead = _ZWSP if before and not before.isspace() else ""
-        trail = _ZWSP if after and not after.isspace() else ""
+        lead = _ZWSP if _needs_boundary(before) else ""
+        trail = _ZWSP if _needs_boundary(after) else ""
         units.append(f"{lead}*{escape_mrkdwn(piece)}*{trail}")
     return units
 

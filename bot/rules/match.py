@@ -128,7 +128,7 @@ class _Compiler:
                 self.warnings.append(CompileIssue(
                     node.pos,
                     f"{node.text!r} looks like an acronym: without case:{node.text} it also "
-                    f"matches {node.text.lower()!r} and {node.text.capitalize()!r}",
+                    f"matches {node.text.lower()!r}",
                 ))
             if node.text in ("and", "or", "not") and not node.quoted:
                 self.warnings.append(CompileIssue(

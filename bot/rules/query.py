@@ -17,6 +17,7 @@ point at the column in the rule file.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -243,7 +244,7 @@ def _read_term_or_word(query: str, i: int) -> Token:
                 raise QuerySyntaxError(
                     'case: must be followed directly by a word or "phrase", e.g. case:OSA', i
                 )
-            return _word_token(rest, after, j, case_sensitive=True, start=i)
+            return _word_token(query, rest, after, j, case_sensitive=True, start=i)
         if head in FIELDS:
             if after >= n or query[after].isspace() or query[after] == ")":
                 raise QuerySyntaxError(
@@ -252,8 +253,8 @@ def _read_term_or_word(query: str, i: int) -> Token:
                 )
             return Token(Tok.FIELD, i, after, text=head)
         raise QuerySyntaxError(
-            f"unknown field '{head}:'{_suggest(head, FIELDS + ('case',))}; fields are "
-            f"{', '.join(FIELDS)} (quote the text to search for a colon)",
+            f"unknown field '{head}:'{_suggest(head, FIELDS + ('case',), fmt='{}:')} Fields "
+            f"are {', '.join(FIELDS)}; quote the text to search for a colon",
             i,
         )
     if word in _OPERATORS:
@@ -267,23 +268,25 @@ def _read_term_or_word(query: str, i: int) -> Token:
         return Token(
             Tok.NEAR, i, j, distance=int(prox.group(2)), ordered=bool(prox.group(1))
         )
-    return _word_token(word, i, j, case_sensitive=False, start=i)
+    return _word_token(query, word, i, j, case_sensitive=False, start=i)
 
 
-def _word_token(word: str, i: int, j: int, *, case_sensitive: bool, start: int) -> Token:
+def _word_token(
+    query: str, word: str, i: int, j: int, *, case_sensitive: bool, start: int
+) -> Token:
     prefix = word.endswith("*")
     body = word[:-1] if prefix else word
     _check_star(body, i)
     if not body:
+        if i > 0 and query[i - 1] == '"':
+            raise QuerySyntaxError('put the * inside the quotes: "patrol boat*"', i)
         raise QuerySyntaxError("'*' needs a word before it, e.g. radar*", i)
     return Token(Tok.TERM, start, j, text=body, prefix=prefix, case_sensitive=case_sensitive)
 
 
-def _suggest(name: str, choices: tuple[str, ...] | list[str], fmt: str = "'{}'") -> str:
-    import difflib
-
+def _suggest(name: str, choices: tuple[str, ...], fmt: str = "{}") -> str:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {fmt.format(close[0])}?" if close else ""
+    return f"; did you mean {fmt.format(close[0])}?" if close else "."
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -305,8 +308,7 @@ class _Parser:
         self.i = 0
         self.depth = 0
 
-    @property
-    def tok(self) -> Token:
+    def peek(self) -> Token:
         return self.tokens[self.i]
 
     def advance(self) -> Token:
@@ -318,11 +320,11 @@ class _Parser:
         return QuerySyntaxError(message, at.pos)
 
     def parse(self) -> Node:
-        if self.tok.kind is Tok.EOF:
+        if self.peek().kind is Tok.EOF:
             raise QuerySyntaxError("the query is empty", 0)
         node = self.level()
-        if self.tok.kind is Tok.RPAREN:
-            raise self.fail("unexpected ')' with no matching '('", self.tok)
+        if self.peek().kind is Tok.RPAREN:
+            raise self.fail("unexpected ')' with no matching '('", self.peek())
         return node
 
     def level(self) -> Node:
@@ -330,25 +332,27 @@ class _Parser:
         items = [self.unary()]
         op: Token | None = None
         while True:
-            tok = self.tok
+            tok = self.peek()
             if tok.kind in (Tok.AND, Tok.OR):
                 if op is not None and tok.kind is not op.kind:
                     raise self.fail(self._mixed_message(items, op, tok), tok)
                 op = op or tok
                 self.advance()
-                if self.tok.kind in (Tok.EOF, Tok.RPAREN, Tok.AND, Tok.OR):
+                if self.peek().kind in (Tok.EOF, Tok.RPAREN, Tok.AND, Tok.OR):
                     raise self.fail(
                         f"{tok.kind.value} needs a term after it, found "
-                        f"{self.tok.describe(self.query)}",
-                        self.tok,
+                        f"{self.peek().describe(self.query)}",
+                        self.peek(),
                     )
                 items.append(self.unary())
             elif tok.kind in (Tok.EOF, Tok.RPAREN):
                 break
             elif tok.kind is Tok.NOT:
+                nxt = self.tokens[self.i + 1]
+                after = _snippet(self.query, nxt) if nxt.kind in _PRIMARY_START else "…"
                 raise self.fail(
                     f"NOT is not a binary operator: write "
-                    f"{_snippet(self.query, items[-1])} AND NOT …",
+                    f"{_snippet(self.query, items[-1])} AND NOT {after}",
                     tok,
                 )
             elif tok.kind is Tok.NEAR:
@@ -356,6 +360,13 @@ class _Parser:
                     "NEAR/ONEAR joins two single terms, $lists or parenthesised ORs; "
                     "chain them with parentheses or AND",
                     tok,
+                )
+            elif (word := _lower_operator(tok)) or (word := _lower_operator(items[-1])):
+                at = tok if _lower_operator(tok) else items[-1]
+                raise self.fail(
+                    f"operators are upper case: write {word.upper()} (or \"{word}\" to search "
+                    "for the word)",
+                    at,
                 )
             else:
                 prev = items[-1]
@@ -387,13 +398,12 @@ class _Parser:
         )
 
     def unary(self) -> Node:
-        tok = self.tok
+        tok = self.peek()
         if tok.kind is Tok.NOT:
             self.advance()
-            if self.tok.kind not in _PRIMARY_START and self.tok.kind is not Tok.NOT:
-                raise self.fail(
-                    f"NOT needs a term after it, found {self.tok.describe(self.query)}", self.tok
-                )
+            if self.peek().kind not in _PRIMARY_START and self.peek().kind is not Tok.NOT:
+                nxt = self.peek()
+                raise self.fail(f"NOT needs a term after it, found {nxt.describe(self.query)}", nxt)
             self.depth += 1
             if self.depth > _MAX_DEPTH:
                 raise self.fail("NOT nested too deeply", tok)
@@ -404,52 +414,52 @@ class _Parser:
 
     def prox(self) -> Node:
         left = self.primary()
-        if self.tok.kind is not Tok.NEAR:
+        if self.peek().kind is not Tok.NEAR:
             return left
         op = self.advance()
-        if self.tok.kind is Tok.NOT:
+        if self.peek().kind is Tok.NOT:
             raise self.fail(
                 "NOT cannot sit inside NEAR (it applies to the whole entry): move it out, "
                 "e.g. (a NEAR/5 b) AND NOT c",
-                self.tok,
+                self.peek(),
             )
-        if self.tok.kind not in _PRIMARY_START:
+        if self.peek().kind not in _PRIMARY_START:
             raise self.fail(
                 f"{self.query[op.pos:op.end]} needs a term after it, found "
-                f"{self.tok.describe(self.query)}",
-                self.tok,
+                f"{self.peek().describe(self.query)}",
+                self.peek(),
             )
         right = self.primary()
-        if self.tok.kind is Tok.NEAR:
+        if self.peek().kind is Tok.NEAR:
             raise self.fail(
-                "NEAR cannot be chained: write (a NEAR/n b) AND (b NEAR/n c)", self.tok
+                "NEAR cannot be chained: write (a NEAR/n b) AND (b NEAR/n c)", self.peek()
             )
         return Near(left, right, op.distance, op.ordered, left.pos, right.end)
 
     def primary(self) -> Node:
-        tok = self.tok
+        tok = self.peek()
         if tok.kind is Tok.LPAREN:
             self.advance()
-            if self.tok.kind is Tok.RPAREN:
+            if self.peek().kind is Tok.RPAREN:
                 raise self.fail("empty parentheses ()", tok)
             self.depth += 1
             if self.depth > _MAX_DEPTH:
                 raise self.fail("parentheses nested too deeply", tok)
             inner = self.level()
             self.depth -= 1
-            if self.tok.kind is not Tok.RPAREN:
+            if self.peek().kind is not Tok.RPAREN:
                 raise self.fail(
-                    f"missing ')' to close the '(' at column {tok.pos + 1}", self.tok
+                    f"missing ')' to close the '(' at column {tok.pos + 1}", self.peek()
                 )
             close = self.advance()
             return _with_span(inner, tok.pos, close.end)
         if tok.kind is Tok.FIELD:
             self.advance()
-            if self.tok.kind not in _PRIMARY_START or self.tok.kind is Tok.FIELD:
+            if self.peek().kind not in _PRIMARY_START or self.peek().kind is Tok.FIELD:
                 raise self.fail(
                     f"{tok.text}: must be followed by a term or '(', found "
-                    f"{self.tok.describe(self.query)}",
-                    self.tok,
+                    f"{self.peek().describe(self.query)}",
+                    self.peek(),
                 )
             child = self.primary()
             return FieldScope(tok.text, child, tok.pos, child.end)
@@ -469,6 +479,17 @@ class _Parser:
             f"{tok.describe(self.query)}",
             tok,
         )
+
+
+def _lower_operator(item: Token | Node) -> str:
+    """``and``/``or``/``not`` written as a bare word (a likely typo for the operator)."""
+    if isinstance(item, Token) and item.kind is not Tok.TERM:
+        return ""
+    if not isinstance(item, Token | Term):
+        return ""
+    if item.quoted or item.case_sensitive or item.prefix:
+        return ""
+    return item.text if item.text in ("and", "or", "not") else ""
 
 
 def _with_span(node: Node, pos: int, end: int) -> Node:

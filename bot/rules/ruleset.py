@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,46 @@ class Evaluation:
 _FIELD_ORDER = {name: i for i, name in enumerate(TEXT_FIELDS)}
 
 
-def _sorted_hits(hits: Iterable[Hit]) -> tuple[Hit, ...]:
+def _covered(hits: Iterable[Hit], covers: Iterable[Hit]) -> set[Hit]:
+    """The hits that lie strictly inside one of ``covers`` (same field, larger span)."""
+    by_field: dict[str, list[tuple[int, int]]] = {}
+    for c in covers:
+        by_field.setdefault(c.field, []).append((c.start, c.end))
+    index: dict[str, tuple[list[int], list[int], dict[int, int]]] = {}
+    for name, spans in by_field.items():
+        spans.sort()
+        starts = [s for s, _ in spans]
+        reach: list[int] = []
+        widest: dict[int, int] = {}
+        for s, e in spans:
+            reach.append(max(e, reach[-1]) if reach else e)
+            widest[s] = max(e, widest.get(s, e))
+        index[name] = (starts, reach, widest)
+    out: set[Hit] = set()
+    for h in hits:
+        if h.field not in index:
+            continue
+        starts, reach, widest = index[h.field]
+        before = bisect_left(starts, h.start)
+        if (before and reach[before - 1] >= h.end) or widest.get(h.start, -1) > h.end:
+            out.add(h)
+    return out
+
+
+def _sorted_hits(hits: Iterable[Hit], tracked: frozenset[str] = frozenset()) -> tuple[Hit, ...]:
+    """Unique hits in reading order, without those inside a longer hit.
+
+    ``政府安全保障能力強化支援`` also contains the term ``安全保障能力強化支援``; only the
+    longer one is kept, so highlights do not nest and ``track`` does not count ``外務大臣``
+    inside ``英外務大臣``. A hit on a tracked list entry is dropped only inside another
+    tracked hit.
+    """
     unique = set(hits)
-    return tuple(sorted(unique, key=lambda h: (_FIELD_ORDER[h.field], h.start, h.end, h.term)))
+    plain = [h for h in unique if h.term not in tracked]
+    listed = [h for h in unique if h.term in tracked]
+    drop = _covered(plain, unique) | _covered(listed, listed)
+    kept = unique - drop
+    return tuple(sorted(kept, key=lambda h: (_FIELD_ORDER[h.field], h.start, h.end, h.term)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +129,11 @@ class Rule:
         excluded = tuple(
             name for name, node in self.compiled_excludes if evaluate(node, doc, self.fields)[0]
         )
+        tracked: frozenset[str] = frozenset()
         if self.track_list is not None:
             occs = occs + self._track_occurrences(doc)
-        hits = _sorted_hits(doc.hit(o) for o in occs)
+            tracked = self.track_list.names
+        hits = _sorted_hits((doc.hit(o) for o in occs), tracked)
         return Evaluation(not excluded, True, excluded, hits)
 
     def _track_occurrences(self, doc: Document) -> list[Occurrence]:

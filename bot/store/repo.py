@@ -402,10 +402,13 @@ class Store:
             return int(conn.execute(select(alerts.c.attempts)
                                     .where(alerts.c.id == alert_id)).scalar_one())
 
-    def mark_sent(self, alert_id: int, *, ts: str | None, now: datetime) -> None:
+    def mark_sent(
+        self, alert_id: int, *, ts: str | None, now: datetime, channel: str | None = None
+    ) -> None:
         with self._begin() as conn:
             conn.execute(update(alerts).where(alerts.c.id == alert_id)
-                         .values(status=SENT, ts=ts, sent_at=now, error=None))
+                         .values(status=SENT, ts=ts, posted_channel=channel, sent_at=now,
+                                 error=None))
 
     def mark_retry(self, alert_id: int, *, at: datetime, error: str) -> None:
         with self._begin() as conn:

@@ -138,6 +138,7 @@ alerts = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("claimed_at", UTCDateTime),
     Column("sent_at", UTCDateTime),
+    Column("posted_channel", String(200)),  # where Slack says it went (a channel ID)
     Column("ts", String(40)),
     Column("error", Text),
     Column("created_at", UTCDateTime, nullable=False),
