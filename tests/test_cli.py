@@ -1,0 +1,223 @@
+"""The command line as a user runs it: real subprocesses, loopback feeds, the fake Slack."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from fakeslack import FakeSlack
+from feedserver import FeedServer, Item, atom, rss
+from typer.testing import CliRunner
+
+from bot.cli import app, walk_commands
+
+
+def items() -> list[Item]:
+    when = datetime.now(UTC) - timedelta(hours=1)
+    return [
+        Item(title="Japan to provide OSA radars to the Philippines", guid="osa-1",
+             link="https://example.org/osa-1", published=when,
+             description="<p>Official Security Assistance for coastal surveillance.</p>"),
+        Item(title="UK, Japan and Italy sign the GCAP treaty", guid="gcap-1",
+             link="https://example.org/gcap-1", published=when),
+        Item(title="Official Secrets Act case opens at the Old Bailey", guid="osa-uk",
+             link="https://example.org/secrets", published=when,
+             description="<p>The OSA prosecution of a former official.</p>"),
+    ]
+
+
+@pytest.fixture
+def env(tmp_path: Path, db_url: str, fake_slack: FakeSlack,
+        feed_server: FeedServer) -> dict[str, str]:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    base = f"http://{feed_server.netloc}"
+    (rules / "feeds.yaml").write_text(
+        f"feeds:\n  - {{name: uk-mod, url: '{base}/mod.atom'}}\n"
+        f"  - {{name: jp-news, url: '{base}/news.xml', language: ja}}\n"
+        f"  - {{name: broken, url: '{base}/broken.xml'}}\n", encoding="utf-8")
+    feed_server.serve("/mod.atom", atom(items()[:2]), content_type="application/atom+xml",
+                      etag='"m1"')
+    feed_server.serve("/news.xml", rss(items()[2:]),
+                      last_modified="Wed, 25 Nov 2026 08:00:00 GMT")
+    feed_server.status("/broken.xml", 503)
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("POLICYBOT_", "SLACK_")) and "proxy" not in k.lower()}
+    return clean | {
+        "POLICYBOT_DATABASE_URL": db_url, "POLICYBOT_RULES_DIR": str(rules),
+        "POLICYBOT_ALLOW_PRIVATE_ADDRESSES": "true", "SLACK_BOT_TOKEN": fake_slack.token,
+        "POLICYBOT_SLACK_API_URL": fake_slack.base_url,
+        "POLICYBOT_SLACK_CHANNEL": "#japan-defence", "COLUMNS": "200",
+    }
+
+
+def policybot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", *args], env=env, cwd=env.get("CWD"),
+                          capture_output=True, text=True, timeout=120)
+
+
+def summary(output: str) -> dict[str, int]:
+    counts = {}
+    for line in output.splitlines():
+        parts = [p.strip() for p in line.strip("│┃| ").split("│")]
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_poll_delivers_each_alert_once_then_polls_conditionally(
+    env: dict[str, str], fake_slack: FakeSlack, feed_server: FeedServer
+) -> None:
+    first = policybot(env, "poll")
+    assert first.returncode == 0, first.stderr
+    counts = summary(first.stdout)
+    assert counts["feeds polled"] == 3
+    assert counts["feeds failed"] == 1
+    assert counts["entries new"] == 3
+    assert counts["alerts sent"] == 2
+    assert "broken" in first.stdout and "503" in first.stdout
+    alerted = sorted(p.metadata["event_payload"]["entry_key"] for p in fake_slack.posts)
+    assert alerted == ["gcap-1", "osa-1"], "the Official Secrets Act story is not an alert"
+
+    second = policybot(env, "poll")
+    assert second.returncode == 0, second.stderr
+    counts = summary(second.stdout)
+    assert (counts["feeds not modified"], counts["alerts sent"]) == (2, 0)
+    assert len(fake_slack.posts) == 2
+    conditional = [r.headers for r in feed_server.requests[-3:] if r.path != "/broken.xml"]
+    assert {h.get("if-none-match") or h.get("if-modified-since") for h in conditional} == {
+        '"m1"', "Wed, 25 Nov 2026 08:00:00 GMT"}
+
+
+def test_poll_one_feed_by_name_or_url(env: dict[str, str], feed_server: FeedServer) -> None:
+    result = policybot(env, "poll", "--feed", "uk-mod")
+    assert result.returncode == 0, result.stderr
+    assert summary(result.stdout)["feeds polled"] == 1
+    assert {r.path for r in feed_server.requests} == {"/mod.atom"}
+    unknown = policybot(env, "poll", "--feed", "https://nowhere.example/feed")
+    assert unknown.returncode == 1
+    assert "no feed with URL or name" in unknown.stderr
+
+
+def test_feeds_list_and_status_show_the_failing_feed(env: dict[str, str]) -> None:
+    policybot(env, "poll")
+    listed = policybot(env, "feeds", "list", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    import json
+
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows["broken"]["health"] == "failing"
+    assert rows["broken"]["last_status"] == 503
+    assert rows["uk-mod"]["entries"] == 2
+    status = policybot(env, "status")
+    assert "broken" in status.stdout and "failing" in status.stdout
+    assert "2 sent" in status.stdout
+
+
+def test_a_permanent_slack_error_shows_in_status_and_retry_requeues(
+    env: dict[str, str], fake_slack: FakeSlack
+) -> None:
+    fake_slack.fail_next("chat.postMessage", error="channel_not_found", times=2)
+    policybot(env, "poll")
+    status = policybot(env, "status")
+    assert status.returncode == 1
+    assert "channel_not_found" in status.stdout
+    assert fake_slack.token not in status.stdout + status.stderr
+    retried = policybot(env, "alerts", "retry", "--failed")
+    assert "2 failed alerts requeued" in retried.stdout
+    assert summary(policybot(env, "poll").stdout)["alerts sent"] == 2
+
+
+def test_bad_settings_are_one_line_errors_naming_the_variable(env: dict[str, str]) -> None:
+    result = policybot(env | {"POLICYBOT_LOG_FORMAT": "xml"}, "poll")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: POLICYBOT_LOG_FORMAT:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_broken_feeds_file_names_file_and_line(env: dict[str, str]) -> None:
+    feeds = Path(env["POLICYBOT_RULES_DIR"]) / "feeds.yaml"
+    feeds.write_text("feeds:\n  - {name: x, url: 'gopher://x'}\n")
+    result = policybot(env, "poll")
+    assert result.returncode == 2
+    assert f"{feeds}:2:" in result.stderr and "http(s) URL" in result.stderr
+
+
+def test_db_upgrade_reports_the_revision(env: dict[str, str]) -> None:
+    result = policybot(env, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "at revision 0001" in result.stdout
+
+
+def read_until(stream: object, wanted: Callable[[str], bool], limit: float = 60.0) -> str:
+    """Read lines until one satisfies ``wanted`` (a safety limit, not a synchronisation)."""
+    selector = selectors.DefaultSelector()
+    selector.register(stream, selectors.EVENT_READ)  # type: ignore[arg-type]
+    seen: list[str] = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=deadline - time.monotonic()):
+            break
+        line = stream.readline()  # type: ignore[attr-defined]
+        if not line:
+            break
+        seen.append(line)
+        if wanted(line):
+            return "".join(seen)
+    raise AssertionError("never saw the expected line; got:\n" + "".join(seen))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_polls_delivers_and_stops_cleanly_on_a_signal(
+    env: dict[str, str], fake_slack: FakeSlack, signum: int
+) -> None:
+    with subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            read_until(process.stderr,
+                       lambda line: "delivery alert=2" in line and "sent" in line)
+            process.send_signal(signum)
+            tail = process.stderr.read()  # type: ignore[union-attr]
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert "stopped" in tail
+    assert len(fake_slack.posts) == 2
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    paths = list(walk_commands())
+    assert ["poll"] in paths and ["feeds", "list"] in paths and ["demo"] in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        body = result.output.split("Options", 1)[0]
+        assert len(body.split("Usage:", 1)[-1].strip().splitlines()) >= 2, (
+            f"`policybot {' '.join(path)}` needs help text")
+
+
+def test_demo_prints_alerts_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("POLICYBOT_", "SLACK_")) and "proxy" not in k.lower()}
+    env |= {"POLICYBOT_RULES_DIR": str(ROOT / "rules"), "COLUMNS": "120"}
+    result = subprocess.run([sys.executable, "-m", "bot", "demo"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    counts = summary(result.stdout)
+    assert counts["feeds polled"] == 3 and counts["feeds failed"] == 0
+    assert counts["alerts sent"] >= 4
+    assert "Djibouti" in result.stdout
+    assert not list(tmp_path.iterdir()), "the demo leaves nothing behind"
