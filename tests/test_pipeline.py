@@ -172,19 +172,19 @@ def test_a_crash_before_commit_saves_no_feed_state_and_the_next_poll_alerts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     serve_both(feed_server, clock)
-    real = Store._write_matches
+    real = Store._write_alerts
 
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("injected crash after fetching, before commit")
 
-    monkeypatch.setattr(Store, "_write_matches", crash)
+    monkeypatch.setattr(Store, "_write_alerts", crash)
     with pytest.raises(RuntimeError, match="injected crash"):
         bot.poller.cycle(force=True, url="uk-mod")
     (state,) = [f for f in bot.store.list_feeds() if f.name == "uk-mod"]
     assert (state.etag, state.last_modified, state.last_success_at) == (None, None, None)
     assert bot.store.entry_count() == 0
 
-    monkeypatch.setattr(Store, "_write_matches", real)
+    monkeypatch.setattr(Store, "_write_alerts", real)
     clock.advance(minutes=11)  # the dead poll's lease expires
     outcomes = bot.poller.cycle(force=True, url="uk-mod")
     assert [(o.result, o.new) for o in outcomes] == [("ok", 2)]

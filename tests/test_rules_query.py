@@ -314,3 +314,17 @@ def test_normalisation_offsets_stay_inside_the_original(text: str) -> None:
     for s, e in zip(norm.starts, norm.ends, strict=True):
         assert 0 <= s < e <= len(text)
     assert list(norm.starts) == sorted(norm.starts)
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab Z\t\n.-é\u0301ﾊﾟＯ　’e")), max_size=40))
+def test_the_ascii_fast_path_agrees_with_character_by_character_normalisation(text: str) -> None:
+    from bot.rules import text as text_module
+
+    fast = normalize(text)
+    slow_parts = [text_module._fold_chunk(text, True)] if text else []
+    # Same output as NFKC + casefold with white space collapsed, and a consistent offset map.
+    expected = " ".join("".join(slow_parts).split()) if text.strip() else ""
+    assert fast.text.strip(" ") == expected
+    assert len(fast.starts) == len(fast.ends) == len(fast.text)
+    assert all(0 <= s < e <= len(text) for s, e in zip(fast.starts, fast.ends, strict=True))
+    assert list(fast.starts) == sorted(fast.starts)

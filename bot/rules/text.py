@@ -20,6 +20,7 @@ characters, so ``GCAP`` stands alone in ``日英伊のGCAP計画`` but not in ``
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -117,6 +118,34 @@ def _fold_chunk(chunk: str, casefold: bool) -> str:
     return "".join(c for c in out if unicodedata.category(c) != "Cf")
 
 
+_ASCII_RUN = re.compile(r"[\x00-\x7f]+")
+_SPACE_RUNS = re.compile(r"\s+")
+
+
+def _ascii_segment(
+    text: str, start: int, stop: int, casefold: bool,
+    out: list[str], starts: list[int], ends: list[int],
+) -> None:
+    """Normalise ``text[start:stop]`` (all ASCII) into the output lists."""
+    pos = start
+    for space in _SPACE_RUNS.finditer(text, start, stop):
+        a, b = space.span()
+        if a > pos:
+            piece = text[pos:a]
+            out.append(piece.lower() if casefold else piece)
+            starts.extend(range(pos, a))
+            ends.extend(range(pos + 1, a + 1))
+        out.append(" ")
+        starts.append(a)
+        ends.append(b)
+        pos = b
+    if stop > pos:
+        piece = text[pos:stop]
+        out.append(piece.lower() if casefold else piece)
+        starts.extend(range(pos, stop))
+        ends.extend(range(pos + 1, stop + 1))
+
+
 def normalize(text: str, *, casefold: bool = True) -> Normalized:
     """NFKC (+ casefold), collapse white space, fold quotes/dashes; keep the offset map.
 
@@ -131,13 +160,30 @@ def normalize(text: str, *, casefold: bool = True) -> Normalized:
     n = len(text)
     while i < n:
         c = text[i]
+        if c.isascii():
+            # Fast path for a run of ASCII (most of an English entry): case-fold with
+            # str.lower (the same for ASCII), collapse white space, map offsets 1:1. The
+            # run's last character is left to the general path when a non-ASCII character
+            # follows, because NFKC may combine the two (e + U+0301 → é).
+            run = _ASCII_RUN.match(text, i)
+            assert run is not None
+            stop = run.end()
+            if stop < n and not text[stop - 1].isspace():
+                stop -= 1
+            if stop > i:
+                _ascii_segment(text, i, stop, casefold, out, starts, ends)
+                i = stop
+                continue
         if c.isspace():
             j = i + 1
             while j < n and text[j].isspace():
                 j += 1
-            out.append(" ")
-            starts.append(i)
-            ends.append(j)
+            if out and out[-1] == " " and ends[-1] == i:
+                ends[-1] = j  # continues a run of spaces the ASCII path began
+            else:
+                out.append(" ")
+                starts.append(i)
+                ends.append(j)
             i = j
             continue
         j = i + 1

@@ -271,53 +271,75 @@ class Store:
     def save_poll(self, write: PollWrite) -> PollSaved:
         """One transaction: new and changed entries, their matches, their alerts, and last of
         all the feed's new state — so a crash at any point loses nothing (the next poll sees
-        the same items again, because the validators were not saved)."""
-        new = changed = alert_count = 0
+        the same items again, because the validators were not saved).
+
+        Rows are written in batches (executemany), a few statements per feed rather than a
+        few per entry; inserts are idempotent (ON CONFLICT DO NOTHING) on both databases.
+        """
+        fresh = [w for w in write.entries if w.entry_id is None]
+        edited = [w for w in write.entries if w.entry_id is not None]
         with self._begin() as conn:
-            ids: dict[str, int] = {}
-            for item in write.entries:
-                values = _entry_values(item.entry)
-                if item.entry_id is None:
-                    inserted = conn.execute(
-                        self._insert(entries)
-                        .values(feed_id=write.feed_id, key=item.entry.key,
-                                first_seen_at=write.now, **values)
-                        .on_conflict_do_nothing(index_elements=["feed_id", "key"])
-                        .returning(entries.c.id)
-                    ).scalar_one_or_none()
-                    if inserted is not None:
-                        new += 1
-                        entry_id = inserted
-                    else:  # already stored (a concurrent poll, or a replay): keep the first
-                        entry_id = conn.execute(
-                            select(entries.c.id).where(entries.c.feed_id == write.feed_id,
-                                                       entries.c.key == item.entry.key)
-                        ).scalar_one()
-                else:
-                    entry_id = item.entry_id
-                    conn.execute(update(entries).where(entries.c.id == entry_id)
-                                 .values(changed_at=write.now, **values))
-                    changed += 1
-                ids[item.entry.key] = entry_id
-                self._write_matches(conn, entry_id, item.matches, write.now)
-            for alert in write.alerts:
-                inserted = conn.execute(
-                    self._insert(alerts)
-                    .values(
-                        entry_id=ids[alert.entry_key], channel=alert.channel,
-                        rules=[_rule_json(r) for r in alert.rules],
-                        hits=[_hit_json(h) for h in alert.hits],
-                        status=PENDING, attempts=0, next_attempt_at=write.now,
-                        created_at=write.now,
+            ids = self._entry_ids(conn, write.feed_id, [w.entry.key for w in fresh])
+            to_insert = [w for w in fresh if w.entry.key not in ids]
+            if to_insert:
+                conn.execute(
+                    self._insert(entries).on_conflict_do_nothing(
+                        index_elements=["feed_id", "key"]),
+                    [{"feed_id": write.feed_id, "key": w.entry.key, "first_seen_at": write.now,
+                      **_entry_values(w.entry)} for w in to_insert],
+                )
+                ids.update(self._entry_ids(conn, write.feed_id,
+                                           [w.entry.key for w in to_insert]))
+                match_rows = [
+                    {"entry_id": ids[w.entry.key], "rule_id": m.rule_id,
+                     "rule_version": m.rule_version, "hits": [_hit_json(h) for h in m.hits],
+                     "matched_at": write.now}
+                    for w in to_insert for m in w.matches
+                ]
+                if match_rows:
+                    conn.execute(
+                        self._insert(matches).on_conflict_do_nothing(
+                            index_elements=["entry_id", "rule_id"]),
+                        match_rows,
                     )
-                    .on_conflict_do_nothing(index_elements=["entry_id", "channel"])
-                    .returning(alerts.c.id)
-                ).scalar_one_or_none()
-                alert_count += inserted is not None
+            for item in edited:
+                assert item.entry_id is not None
+                conn.execute(update(entries).where(entries.c.id == item.entry_id)
+                             .values(changed_at=write.now, **_entry_values(item.entry)))
+                ids[item.entry.key] = item.entry_id
+                self._write_matches(conn, item.entry_id, item.matches, write.now)
+            alert_count = self._write_alerts(conn, write, ids)
             if write.feed is not None:
                 conn.execute(update(feeds).where(feeds.c.id == write.feed_id)
                              .values(**_feed_update_values(write.feed, write.now)))
-        return PollSaved(new, changed, alert_count)
+        return PollSaved(len(to_insert), len(edited), alert_count)
+
+    def _entry_ids(self, conn: Connection, feed_id: int, keys: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            found.update((r.key, r.id) for r in conn.execute(
+                select(entries.c.id, entries.c.key)
+                .where(entries.c.feed_id == feed_id, entries.c.key.in_(chunk))))
+        return found
+
+    def _write_alerts(self, conn: Connection, write: PollWrite, ids: dict[str, int]) -> int:
+        if not write.alerts:
+            return 0
+        entry_ids = sorted({ids[a.entry_key] for a in write.alerts})
+        existing = {(r.entry_id, r.channel) for r in conn.execute(
+            select(alerts.c.entry_id, alerts.c.channel).where(alerts.c.entry_id.in_(entry_ids)))}
+        rows = [
+            {"entry_id": ids[a.entry_key], "channel": a.channel,
+             "rules": [_rule_json(r) for r in a.rules], "hits": [_hit_json(h) for h in a.hits],
+             "status": PENDING, "attempts": 0, "next_attempt_at": write.now,
+             "created_at": write.now}
+            for a in write.alerts if (ids[a.entry_key], a.channel) not in existing
+        ]
+        if rows:
+            conn.execute(self._insert(alerts).on_conflict_do_nothing(
+                index_elements=["entry_id", "channel"]), rows)
+        return len(rows)
 
     def _write_matches(
         self, conn: Connection, entry_id: int, found: Sequence[Match], now: datetime
