@@ -124,7 +124,7 @@ def _print_startup(settings: Settings, n_rules: int) -> None:
     where = {"slack": "Slack (bot token)", "webhook": "Slack (incoming webhook)",
              "console": "this terminal (set SLACK_BOT_TOKEN to post to Slack)"}[mode]
     err.print(f"policybot {__version__}: {n_rules} rules from {settings.rules_dir}/, "
-              f"alerts to {where}", highlight=False)
+              f"alerts to {where}", highlight=False, soft_wrap=True)
 
 
 @app.command()

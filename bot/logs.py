@@ -61,4 +61,5 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     root.setLevel(level)
     # APScheduler narrates every job run at INFO; keep its warnings and errors.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -120,7 +120,8 @@ class Poller:
                 continue
             outcome = self.process(feed, fetched)
             outcomes.append(outcome)
-            log.info(
+            log.log(
+                logging.WARNING if outcome.result == "failed" else logging.INFO,
                 "poll feed=%s result=%s new=%d changed=%d alerts=%d%s",
                 outcome.feed, outcome.result, outcome.new, outcome.changed, outcome.alerts,
                 f" error={outcome.error!r}" if outcome.error else "",
