@@ -7,7 +7,8 @@ import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 from bot.model import AlertRule, Entry, Hit, Match, RuleStatus, Severity
 
@@ -78,6 +79,27 @@ def backoff(now: datetime, failures: int, interval: timedelta, *,
     base = max(interval, BACKOFF_BASE)
     delay: timedelta = min(base * (2 ** max(failures - 1, 0)), BACKOFF_CAP)
     return now + delay / 2 + (delay / 2) * rng()
+
+
+MAX_RETRY_AFTER = timedelta(days=7)
+
+
+def retry_after(value: str | None, now: datetime) -> datetime | None:
+    """When a ``Retry-After`` header (RFC 9110 §10.2.3: seconds or an HTTP-date) lets us
+    try again; None when absent or unreadable. Capped at 7 days from ``now``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        when = now + timedelta(seconds=int(value))
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is always GMT
+            when = when.replace(tzinfo=UTC)
+    return min(max(when, now), now + MAX_RETRY_AFTER)
 
 
 def in_backfill(entry: Entry, *, first_poll: bool, now: datetime, window: timedelta) -> bool:

@@ -17,13 +17,14 @@ from bot.decide import (
     RuleRoute,
     backoff,
     in_backfill,
+    retry_after,
     next_poll,
     plan_alerts,
     storable_key,
     triage,
 )
 from bot.errors import ConfigError, FeedError
-from bot.fetch import Fetcher, FetchRequest
+from bot.fetch import Fetcher, FetchRequest, HTTPStatusError
 from bot.model import AlertRule, Entry, FetchResult
 from bot.parse import parse_feed
 from bot.rules import RuleSet
@@ -177,11 +178,19 @@ class Poller:
         self, feed: FeedState, error: FeedError, now: datetime, status: int | None = None
     ) -> FeedOutcome:
         status = error.status if error.status is not None else status
+        next_at = backoff(now, feed.consecutive_failures + 1, feed.interval)
+        wait_until = None
+        if isinstance(error, HTTPStatusError) and status in (429, 503):
+            # The server said when to come back; `poll` respects it too.
+            wait_until = retry_after(error.headers.get("retry-after"), now)
+            if wait_until is not None:
+                next_at = max(next_at, wait_until)
+        gone = status == 410  # never polled again until an operator re-enables it
+        message = error.message + (" (gone: no longer polled)" if gone else "")
         self.store.record_feed(feed.id, FeedUpdate(
-            polled_at=now,
-            next_poll_at=backoff(now, feed.consecutive_failures + 1, feed.interval),
-            status=status, success=False, error=error.message, error_kind=error.kind))
-        return FeedOutcome(feed.name, feed.url, "failed", error=error.message, status=status)
+            polled_at=now, next_poll_at=next_at, status=status, success=False, error=message,
+            error_kind=error.kind, retry_after_until=wait_until, gone=gone))
+        return FeedOutcome(feed.name, feed.url, "failed", error=message, status=status)
 
 
 def _unique(items: Iterable[Entry]) -> list[Entry]:

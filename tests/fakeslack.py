@@ -9,7 +9,8 @@
         assert fake.posts[0].channel == "C0JAPAN"
 
 Methods: ``chat.postMessage``, ``chat.update``, ``conversations.history`` (metadata, cursor
-paging), ``conversations.list``, ``auth.test``; and ``POST /webhook/T/B/X``. Bodies are read
+paging), ``conversations.list``, ``auth.test``; and the incoming webhook
+(``POST /services/T…/B…/…``). Bodies are read
 as slack_sdk sends them (JSON for messages, form-encoded for the rest); the Bearer token is
 checked. Like Slack, it refuses oversized blocks with ``invalid_blocks``, so the renderer's
 limits are tested against the same rules.
@@ -35,7 +36,7 @@ from urllib.parse import parse_qs
 from bot.model import Alert, AlertRule, Entry, Hit, Severity
 
 DEFAULT_TOKEN = "xoxb-fake-0123456789-SECRET"
-WEBHOOK_PATH = "/webhook/T/B/X"
+WEBHOOK_PATH = "/services/T0FAKE/B0FAKE/fakeWebhookSecret24chars"
 WEBHOOK_METHOD = "webhook"
 
 

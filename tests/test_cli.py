@@ -221,3 +221,17 @@ def test_demo_prints_alerts_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert counts["alerts sent"] >= 4
     assert "Djibouti" in result.stdout
     assert not list(tmp_path.iterdir()), "the demo leaves nothing behind"
+
+
+def test_no_secret_appears_in_debug_output(env: dict[str, str], fake_slack: FakeSlack) -> None:
+    fake_slack.fail_next("chat.postMessage", error="invalid_auth")
+    result = policybot(env, "poll", "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG" in result.stderr, "the run logged at debug level"
+    assert fake_slack.token not in result.stdout + result.stderr
+    webhook = env | {"SLACK_BOT_TOKEN": "", "SLACK_WEBHOOK_URL": fake_slack.webhook_url}
+    del webhook["SLACK_BOT_TOKEN"]
+    result = policybot(webhook, "poll", "--verbose")
+    assert result.returncode == 0, result.stderr
+    secret_part = fake_slack.webhook_url.rsplit("/", 1)[-1]
+    assert secret_part not in result.stdout + result.stderr

@@ -235,3 +235,30 @@ def test_an_invalid_rule_edit_keeps_the_last_good_rules(
     serve_both(feed_server, clock)
     bot.poller.cycle(force=True)
     assert bot.deliverer.deliver_due().sent == 2, "the GCAP rule still works"
+
+
+def test_a_429_with_retry_after_keeps_even_a_forced_poll_away(
+    bot: App, feed_server: FeedServer, clock: FakeClock
+) -> None:
+    serve_both(feed_server, clock)
+    feed_server.status("/news.xml", 429, headers={"Retry-After": "7200"})
+    bot.poller.cycle(force=True)
+    (state,) = [f for f in bot.store.list_feeds() if f.name == "jp-news"]
+    assert state.retry_after_until == clock() + timedelta(hours=2)
+    assert state.next_poll_at >= clock() + timedelta(hours=2)
+    clock.advance(hours=1)
+    assert [o.feed for o in bot.poller.cycle(force=True)] == ["uk-mod"]
+    clock.advance(hours=1, seconds=1)
+    assert "jp-news" in [o.feed for o in bot.poller.cycle(force=True)]
+
+
+def test_a_410_marks_the_feed_gone_and_it_is_never_polled_again(
+    bot: App, feed_server: FeedServer, clock: FakeClock
+) -> None:
+    serve_both(feed_server, clock)
+    feed_server.status("/news.xml", 410)
+    bot.poller.cycle(force=True)
+    (state,) = [f for f in bot.store.list_feeds() if f.name == "jp-news"]
+    assert state.gone
+    clock.advance(days=3)
+    assert "jp-news" not in [o.feed for o in bot.poller.cycle(force=True)]

@@ -96,6 +96,7 @@ class FeedUpdate:
     error_kind: str | None = None
     retry_after_until: datetime | None = None
     keep_validators: bool = False
+    gone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +509,8 @@ def _feed_update_values(u: FeedUpdate, now: datetime) -> dict[str, Any]:
     else:
         values.update(last_error=u.error, last_error_kind=u.error_kind,
                       consecutive_failures=feeds.c.consecutive_failures + 1)
+        if u.gone:
+            values["gone"] = True
     return values
 
 
