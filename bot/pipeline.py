@@ -17,9 +17,9 @@ from bot.decide import (
     RuleRoute,
     backoff,
     in_backfill,
-    retry_after,
     next_poll,
     plan_alerts,
+    retry_after,
     storable_key,
     triage,
 )
