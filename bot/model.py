@@ -128,6 +128,7 @@ class Alert:
     rules: tuple[AlertRule, ...]
     hits: tuple[Hit, ...] = ()
     created_at: datetime | None = None
+    first_mentions: tuple[str, ...] = ()  # tracked list members this entry names first
 
     @property
     def severity(self) -> Severity:

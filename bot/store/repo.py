@@ -333,7 +333,8 @@ class Store:
         rows = [
             {"entry_id": ids[a.entry_key], "channel": a.channel,
              "rules": [_rule_json(r) for r in a.rules], "hits": [_hit_json(h) for h in a.hits],
-             "status": PENDING, "attempts": 0, "next_attempt_at": write.now,
+             "first_mentions": [], "status": PENDING, "attempts": 0,
+             "next_attempt_at": write.now,
              "created_at": write.now}
             for a in write.alerts if (ids[a.entry_key], a.channel) not in existing
         ]
@@ -544,4 +545,5 @@ def _alert(row: Any) -> Alert:
     )
     hits = tuple(Hit(h["field"], h["start"], h["end"], h["term"]) for h in row.hits)
     return Alert(id=row.id, channel=row.channel, feed_name=row.feed_name, entry=entry,
-                 rules=rules, hits=hits, created_at=row.created_at)
+                 rules=rules, hits=hits, created_at=row.created_at,
+                 first_mentions=tuple(row.first_mentions or ()))

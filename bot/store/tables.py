@@ -138,6 +138,7 @@ alerts = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("claimed_at", UTCDateTime),
     Column("sent_at", UTCDateTime),
+    Column("first_mentions", JSON, nullable=False, default=list),  # tracked members new here
     Column("posted_channel", String(200)),  # where Slack says it went (a channel ID)
     Column("ts", String(40)),
     Column("error", Text),
@@ -145,3 +146,16 @@ alerts = Table(
     UniqueConstraint("entry_id", "channel"),
 )
 Index("ix_alerts_status_next_attempt_at", alerts.c.status, alerts.c.next_attempt_at)
+
+# `track: LIST` — the first entry in which a rule named each list member (DESIGN.md, Rules).
+first_mentions = Table(
+    "first_mentions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("rule_id", String(200), nullable=False),
+    Column("member", String(200), nullable=False),  # the list entry's canonical name
+    Column("entry_id", Integer, ForeignKey("entries.id", ondelete="CASCADE"), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    UniqueConstraint("rule_id", "member"),
+)
+Index("ix_first_mentions_seen_at", first_mentions.c.seen_at)
