@@ -7,14 +7,19 @@ and never overlaps itself (``max_instances=1``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.app import App
+from bot.errors import StorageError
+from bot.httpd import serving
+from bot.metrics import REGISTRY, StateCollector
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +49,46 @@ class Service:
         self.app.deliverer.deliver_due(stop=self.stop.is_set)
 
 
-def run_service(app: App, stop: threading.Event) -> None:
-    """Run until ``stop`` is set (SIGINT/SIGTERM); in-flight jobs finish before returning."""
+def health(app: App, scheduler: BackgroundScheduler) -> tuple[bool, dict[str, Any]]:
+    """Healthy when the scheduler runs and the database answers; the body says why not."""
+    checks: dict[str, Any] = {"scheduler": "running" if scheduler.running else "stopped"}
+    try:
+        app.store.ping()
+        checks["database"] = "ok"
+    except StorageError as exc:
+        checks["database"] = str(exc)
+    if app.rules.error:
+        checks["rules"] = "invalid edit ignored; last good rules in force"
+    return scheduler.running and checks["database"] == "ok", checks
+
+
+def watch_state(app: App) -> None:
+    """Expose the database's state (outbox depth, feed health) as gauges, read per scrape."""
+    global _state_collector
+    if _state_collector is not None:
+        REGISTRY.unregister(_state_collector)
+
+    def read() -> dict[str, dict[str, int]]:
+        feeds: dict[str, int] = {}
+        for feed in app.store.list_feeds():
+            if feed.removed or not feed.enabled:
+                continue
+            kind = "gone" if feed.gone else "failing" if feed.consecutive_failures else "ok"
+            feeds[kind] = feeds.get(kind, 0) + 1
+        return {"outbox": dict(app.store.alert_counts().counts), "feeds": feeds}
+
+    _state_collector = StateCollector(read)
+    REGISTRY.register(_state_collector)
+
+
+_state_collector: StateCollector | None = None
+
+
+def run_service(app: App, stop: threading.Event, *, http: str | None = None) -> None:
+    """Run until ``stop`` is set (SIGINT/SIGTERM); in-flight jobs finish before returning.
+
+    With ``http`` (HOST:PORT), also serve /healthz and /metrics there.
+    """
     service = Service(app, stop)
     app.deliverer.recover()
     scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
@@ -62,7 +105,11 @@ def run_service(app: App, stop: threading.Event) -> None:
     scheduler.start()
     log.info("policybot running: polling every %ss; Ctrl-C to stop", POLL_EVERY_SECONDS)
     try:
-        stop.wait()
+        with contextlib.ExitStack() as stack:
+            if http is not None:
+                watch_state(app)
+                stack.enter_context(serving(http, lambda: health(app, scheduler)))
+            stop.wait()
     finally:
         log.info("stopping: letting running jobs finish")
         scheduler.shutdown(wait=True)

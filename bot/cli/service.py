@@ -20,7 +20,12 @@ from bot.summary import print_cycle
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 
 
-def run(verbose: Verbose = False) -> None:
+def run(
+    http: Annotated[str | None, typer.Option(
+        "--http", metavar="HOST:PORT",
+        help="Serve /healthz and /metrics here, e.g. 127.0.0.1:9108 (off by default).")] = None,
+    verbose: Verbose = False,
+) -> None:
     """Run the service: poll feeds on their intervals, deliver alerts, reload changed rules.
 
     Stops cleanly on Ctrl-C or SIGTERM: running work finishes or is left pending.
@@ -40,7 +45,7 @@ def run(verbose: Verbose = False) -> None:
     def body() -> None:
         with open_app(settings, console=out) as bot:
             _print_startup(bot.settings, len(bot.rules().rules))
-            run_service(bot, stop)
+            run_service(bot, stop, http=http)
 
     guarded(body)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from bot.errors import ConfigError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+# The migrations live beside the package in a source checkout (and an editable install);
+# an installed copy elsewhere points POLICYBOT_MIGRATIONS_DIR at them.
+MIGRATIONS_DIR = Path(
+    os.environ.get("POLICYBOT_MIGRATIONS_DIR")
+    or Path(__file__).resolve().parent.parent.parent / "migrations"
+)
 
 
 def make_engine(url: str) -> Engine:

@@ -151,6 +151,11 @@ class Store:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table)
 
+    def ping(self) -> None:
+        """Raises StorageError unless the database answers."""
+        with self._begin() as conn:
+            conn.execute(select(1))
+
     # ------------------------------------------------------------------ feeds
 
     def sync_feeds(self, sources: Sequence[FeedSource], now: datetime) -> SyncReport:
