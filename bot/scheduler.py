@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,6 +20,7 @@ from bot.app import App
 from bot.errors import StorageError
 from bot.httpd import serving
 from bot.metrics import REGISTRY, StateCollector
+from bot.store.retention import prune_entry_text
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,15 @@ class Service:
             log.info("cycle polled=%d failed=%d", len(outcomes), failed)
         if any(o.alerts for o in outcomes):
             self.wake_delivery()
+
+    def retention_job(self) -> int:
+        """Prune entry text past the retention period (daily)."""
+        pruned = prune_entry_text(self.app.store, now=self.app.clock(),
+                                  keep=timedelta(days=self.app.settings.retention_days))
+        if pruned:
+            log.info("retention: pruned the text of %d entries older than %d days", pruned,
+                     self.app.settings.retention_days)
+        return pruned
 
     def deliver_job(self) -> None:
         self.app.deliverer.deliver_due(stop=self.stop.is_set)
@@ -99,6 +109,8 @@ def run_service(app: App, stop: threading.Event, *, http: str | None = None) -> 
                       id="poll", next_run_time=now)
     scheduler.add_job(service.deliver_job, "interval", seconds=DELIVER_EVERY_SECONDS,
                       id="deliver")
+    scheduler.add_job(service.retention_job, "interval", hours=24, id="retention",
+                      next_run_time=now + timedelta(minutes=5))
     deliver = scheduler.get_job("deliver")
     # New alerts go out now rather than at the next tick, without two delivery loops at once.
     service.wake_delivery = lambda: deliver.modify(next_run_time=datetime.now(UTC))

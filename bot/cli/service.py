@@ -30,6 +30,7 @@ def run(
 
     Stops cleanly on Ctrl-C or SIGTERM: running work finishes or is left pending.
     """
+    from bot.runlock import single_runner
     from bot.scheduler import run_service
 
     settings = settings_or_exit(verbose)
@@ -43,7 +44,7 @@ def run(
     signal.signal(signal.SIGINT, handle)
 
     def body() -> None:
-        with open_app(settings, console=out) as bot:
+        with single_runner(settings.database_url), open_app(settings, console=out) as bot:
             _print_startup(bot.settings, len(bot.rules().rules))
             run_service(bot, stop, http=http)
 
