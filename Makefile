@@ -35,8 +35,12 @@ lint: install-test
 	$(BIN)/ruff check bot tests bench migrations
 	$(BIN)/mypy
 
-bench: install-test  ## benchmarks; figures go to bench/RESULTS.md
-	$(BIN)/python bench/poll.py
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@ $(VENV)/.installed $(VENV)/.installed-test
+
+bench: $(VENV)/.installed-bench  ## benchmarks; figures go to bench/RESULTS.md
+	$(BIN)/python bench/poll.py --peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

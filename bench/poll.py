@@ -1,133 +1,168 @@
-"""Benchmark: one poll cycle over 200 loopback feeds of 50 entries each, cold and warm.
+"""Benchmark: `policybot poll` cycles over many loopback feeds, against peers, in one run.
 
-    python bench/poll.py [--feeds 200] [--entries 50] [--latency 0.05] [--write]
+    python bench/poll.py [--feeds 1000] [--latency 0] [--runs 3] [--peers] [--write]
 
-Feeds are spread over 20 loopback servers (20 "hosts"), each answer delayed by ``--latency``
-seconds to model a distant publisher. Measured in one run:
+The parent process serves a generated corpus (bench/corpus.py: EN and JA, 15–50 entries per
+feed, some Shift_JIS) on 20 loopback "hosts"; each measured tool runs in a child process, so
+its time and peak RSS are its own:
 
-- baseline: the cold cycle with one fetch at a time (no overlap);
-- cold: the first cycle with the default concurrency (16 in total, 2 per host): every feed
-  fetched, parsed, matched against the shipped rules and stored;
-- warm: the next cycle, in which every feed answers 304 Not Modified.
+- policybot: one cold cycle (fetch, parse, match against the shipped rules, store in SQLite)
+  and one warm cycle (every feed answers 304), through the same code as `policybot poll`;
+- naive (with --peers): sequential ``feedparser.parse(url)`` per feed, no conditional GET;
+- reader (with --peers, needs ``pip install reader``): lemon24/reader's
+  ``update_feeds(workers=8)``, cold then warm.
 
-Figures are wall-clock seconds and ratios against the baseline of the same run.
+Each figure is the median of ``--runs`` runs; ratios compare tools within the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from feedserver import FeedServer, Item, rss  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from bot.app import open_app  # noqa: E402
-from bot.config import Settings  # noqa: E402
-
-HOSTS = 20
-TOPICS = [
-    "Japan and the Philippines sign an OSA agreement for coastal radars",
-    "GCAP partners agree the next phase of the Global Combat Air Programme",
-    "Ministers discuss the spending review and local council budgets",
-    "Rail strike talks continue as unions weigh the latest offer",
-    "防衛省、次期戦闘機の開発で英伊と協議",
-]
+from corpus import feeds_yaml, serve_corpus  # noqa: E402
 
 
-def feed_body(feed: int, entries: int) -> bytes:
-    newest = datetime.now(UTC) - timedelta(hours=1)
-    items = [
-        Item(
-            title=f"{TOPICS[(feed + i) % len(TOPICS)]} ({feed}-{i})",
-            link=f"https://publisher{feed % HOSTS}.example/news/{feed}/{i}",
-            guid=f"urn:bench:{feed}:{i}",
-            description="<p>" + " ".join([TOPICS[(feed * 7 + i) % len(TOPICS)]] * 6) + "</p>",
-            published=newest - timedelta(minutes=30 * i),
-        )
-        for i in range(entries)
-    ]
-    return rss(items, title=f"Bench feed {feed}")
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_cycle(settings: Settings) -> tuple[float, int, int]:
+# ---------------------------------------------------------------- children (one tool each)
+
+
+def child_policybot(urls_file: Path, workdir: Path) -> dict[str, float]:
+    from rich.console import Console
+
+    from bot.app import open_app
+    from bot.config import Settings
+
+    rules = workdir / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    shutil.copy(urls_file, rules / "feeds.yaml")
+    settings = Settings(database_url=f"sqlite:///{workdir / 'bench.db'}", rules_dir=rules,
+                        allow_private_addresses=True)
+    times = {}
     with open_app(settings, console=Console(file=io.StringIO())) as bot:
+        for label in ("cold", "warm"):
+            start = time.perf_counter()
+            outcomes = bot.poller.cycle(force=True)
+            times[label] = time.perf_counter() - start
+            failed = [o for o in outcomes if o.result == "failed"]
+            if failed:
+                raise SystemExit(f"policybot: {len(failed)} feeds failed: {failed[0].error}")
+        entries = bot.store.entry_count()
+    return {**times, "entries": entries, "rss_mb": peak_rss_mb()}
+
+
+def child_naive(urls_file: Path, workdir: Path) -> dict[str, float]:
+    import feedparser
+
+    urls = _urls(urls_file)
+    start = time.perf_counter()
+    entries = sum(len(feedparser.parse(url).entries) for url in urls)
+    return {"cold": time.perf_counter() - start, "entries": entries, "rss_mb": peak_rss_mb()}
+
+
+def child_reader(urls_file: Path, workdir: Path) -> dict[str, float]:
+    from reader import make_reader
+
+    reader = make_reader(str(workdir / "reader.sqlite"))
+    for url in _urls(urls_file):
+        reader.add_feed(url)
+    times = {}
+    for label in ("cold", "warm"):
         start = time.perf_counter()
-        outcomes = bot.poller.cycle(force=True)
-        elapsed = time.perf_counter() - start
-    new = sum(o.new for o in outcomes)
-    not_modified = sum(1 for o in outcomes if o.result == "not_modified")
-    failed = [o for o in outcomes if o.result == "failed"]
-    if failed:
-        raise SystemExit(f"bench: {len(failed)} feeds failed, e.g. {failed[0].error}")
-    return elapsed, new, not_modified
+        reader.update_feeds(workers=8)
+        times[label] = time.perf_counter() - start
+    entries = reader.get_entry_counts().total
+    reader.close()
+    return {**times, "entries": entries, "rss_mb": peak_rss_mb()}
 
 
-def scenario(feeds: int, entries: int, latency: float) -> list[str]:
-    """One run of the three cycles; returns the Markdown table rows."""
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="policybot-bench-") as tmp:
-        servers = [stack.enter_context(FeedServer()) for _ in range(HOSTS)]
-        lines = ["feeds:"]
-        for n in range(feeds):
-            server = servers[n % HOSTS]
-            path = f"/feed{n}.xml"
-            server.serve(path, feed_body(n, entries), etag=f'"v{n}"',
-                         last_modified="Wed, 25 Nov 2026 08:00:00 GMT", latency=latency)
-            lines.append(f"  - {{name: bench-{n}, url: 'http://{server.netloc}{path}'}}")
+CHILDREN = {"policybot": child_policybot, "naive": child_naive, "reader": child_reader}
 
-        def settings(name: str, **extra: object) -> Settings:
-            target = Path(tmp) / name
-            shutil.copytree(ROOT / "rules", target)
-            (target / "feeds.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            return Settings(
-                database_url=f"sqlite:///{Path(tmp) / name}.db", rules_dir=target,
-                allow_private_addresses=True, **extra,  # type: ignore[arg-type]
-            )
 
-        baseline, _, _ = run_cycle(settings("serial", fetch_concurrency=1, fetch_per_host=1))
-        default = settings("default")
-        cold, new, _ = run_cycle(default)
-        warm, _, not_modified = run_cycle(default)
-        assert new == feeds * entries, new
-        assert not_modified == feeds, not_modified
+def _urls(feeds_file: Path) -> list[str]:
+    import yaml
 
-    label = (f"{feeds} feeds × {entries} entries, {HOSTS} hosts, "
-             f"{latency * 1000:.0f} ms per response")
-    return [
-        f"| {label} | baseline: cold, one fetch at a time | {baseline:.2f} | 1.000 |",
-        f"| | cold: 16 concurrent, 2 per host | {cold:.2f} | {cold / baseline:.3f} |",
-        f"| | warm: all 304 Not Modified | {warm:.2f} | {warm / baseline:.3f} |",
-    ]
+    return [f["url"] for f in yaml.safe_load(feeds_file.read_text())["feeds"]]
+
+
+def run_child(tool: str, feeds_file: Path) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{tool}-") as tmp:
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", tool, str(feeds_file), tmp],
+            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"bench: {tool} failed:\n{result.stderr[-2000:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+# ----------------------------------------------------------------------------- the parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--feeds", type=int, default=200)
-    parser.add_argument("--entries", type=int, default=50)
-    parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--write", action="store_true", help="append the figures to RESULTS.md")
+    parser.add_argument("--feeds", type=int, default=1000)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per response")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--peers", action="store_true", help="also run naive and reader")
+    parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
+    parser.add_argument("--child", nargs=3, metavar=("TOOL", "FEEDS", "DIR"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        tool, feeds_file, workdir = args.child
+        print(json.dumps(CHILDREN[tool](Path(feeds_file), Path(workdir))))
+        return
 
-    table = ["| scenario | cycle | wall s | ratio vs baseline |", "| --- | --- | ---: | ---: |"]
-    # The issue's figure: 200 feeds of 50 entries (CPU-heavy: parse, match, store).
-    table += scenario(args.feeds, args.entries, args.latency)
-    # Slow publishers, little to parse: shows that fetches overlap.
-    table += scenario(args.feeds, 5, 0.1)
-    print("\n".join(table))
+    tools = ["policybot"] + (["naive", "reader"] if args.peers else [])
+    results: dict[str, list[dict[str, float]]] = {t: [] for t in tools}
+    with serve_corpus(args.feeds, latency=args.latency) as served, \
+            tempfile.TemporaryDirectory() as tmp:
+        feeds_file = Path(tmp) / "feeds.yaml"
+        feeds_file.write_text(feeds_yaml(served), encoding="utf-8")
+        for _ in range(args.runs):
+            for tool in tools:
+                results[tool].append(run_child(tool, feeds_file))
+
+    def median(tool: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[tool])
+
+    title = (f"{args.feeds} feeds (15–50 entries, EN/JA, some Shift_JIS), "
+             f"{args.latency * 1000:.0f} ms per response, median of {args.runs}")
+    rows = [f"| {title} | cold s | warm s | entries | peak RSS MB |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    for tool in tools:
+        warm = f"{median(tool, 'warm'):.2f}" if "warm" in results[tool][0] else "—"
+        rows.append(f"| {tool} | {median(tool, 'cold'):.2f} | {warm} | "
+                    f"{median(tool, 'entries'):.0f} | {median(tool, 'rss_mb'):.0f} |")
+    if args.peers:
+        pb_cold, pb_warm = median("policybot", "cold"), median("policybot", "warm")
+        rows.append(f"| policybot vs reader | {median('reader', 'cold') / pb_cold:.1f}× faster"
+                    f" | {median('reader', 'warm') / pb_warm:.1f}× faster | | |")
+        rows.append(f"| policybot vs naive | {median('naive', 'cold') / pb_cold:.1f}× faster"
+                    " | | | |")
+    table = "\n".join(rows)
+    print(table)
     if args.write:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+        command = " ".join(["python bench/poll.py", *sys.argv[1:]])
         with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as out:
-            stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-            out.write(f"\n### poll.py, {stamp} (`python bench/poll.py --write`)\n\n")
-            out.write("\n".join(table) + "\n")
+            out.write(f"\n### poll.py, {stamp} (`{command}`)\n\n{table}\n")
 
 
 if __name__ == "__main__":
