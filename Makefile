@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test demo bench lint install install-test clean
+.PHONY: run test demo bench bench-match lint install install-test clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "policybot needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -39,8 +39,12 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@ $(VENV)/.installed $(VENV)/.installed-test
 
-bench: $(VENV)/.installed-bench  ## benchmarks; figures go to bench/RESULTS.md
+bench: $(VENV)/.installed-bench bench-match  ## benchmarks; figures go to bench/RESULTS.md
 	$(BIN)/python bench/poll.py --peers
+	$(BIN)/python bench/decompress.py
+
+bench-match: $(VENV)/.installed-bench  ## rule matching: compiled engine vs per-rule re
+	$(BIN)/python bench/match.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

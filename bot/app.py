@@ -14,6 +14,7 @@ from bot.config import Settings
 from bot.fetch import Fetcher, FetchLimits
 from bot.notify import ConsoleSender, Sender, SlackBotSender, WebhookSender
 from bot.notify.delivery import Deliverer
+from bot.notify.ops import OpsAnnouncer, Post, slack_poster
 from bot.pipeline import Poller, Routing
 from bot.store import Store, make_engine, upgrade
 from bot.watch import FeedsSync, RulesHolder
@@ -30,6 +31,14 @@ def make_sender(settings: Settings, console: Console | None = None) -> Sender:
     if settings.slack_webhook_url is not None:
         return WebhookSender(settings.slack_webhook_url.get_secret_value())
     return ConsoleSender(console)
+
+
+def make_ops_poster(settings: Settings) -> Post | None:
+    """Where feed-health messages go: the ops channel with a bot token, else the log."""
+    if settings.slack_ops_channel is None or settings.slack_bot_token is None:
+        return None
+    return slack_poster(settings.slack_bot_token.get_secret_value(),
+                        settings.slack_ops_channel, base_url=settings.slack_api_url)
 
 
 def make_routing(settings: Settings) -> Routing:
@@ -62,6 +71,7 @@ class App:
     poller: Poller
     deliverer: Deliverer
     clock: Callable[[], datetime]
+    ops: OpsAnnouncer | None = None  # feed health to the ops channel (issue 5)
 
 
 @contextlib.contextmanager
@@ -91,10 +101,14 @@ def open_app(
             poller = Poller(
                 store=store, fetcher=fetcher, rules=rules, routing=make_routing(settings),
                 clock=clock, backfill_window=timedelta(hours=settings.backfill_alert_window_hours),
-                backfill=backfill,
+                backfill=backfill, adaptive_interval=settings.adaptive_interval,
             )
             deliverer = Deliverer(store=store, sender=sender, clock=clock, sleep=sleep,
-                                  pace=0.0 if sender.name == "console" else 1.0)
-            yield App(settings, store, fetcher, sender, rules, feeds, poller, deliverer, clock)
+                                  pace=0.0 if sender.name == "console" else 1.0,
+                                  flood_cap=settings.max_alerts_per_cycle)
+            ops = OpsAnnouncer(store, make_ops_poster(settings), clock,
+                               timedelta(hours=settings.stale_after_hours))
+            yield App(settings, store, fetcher, sender, rules, feeds, poller, deliverer, clock,
+                      ops=ops)
     finally:
         engine.dispose()

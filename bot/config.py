@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     )
     slack_api_url: str | None = None
     slack_channel: str | None = None
+    slack_ops_channel: str | None = None  # feed health: once when bad, once when recovered
 
     smtp_host: str | None = None
     smtp_port: int = 587
@@ -40,6 +41,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_ssl: bool = False
     smtp_from: str | None = None
+    smtp_ca_file: Path | None = None  # trust this CA bundle instead of the system's
 
     allow_private_addresses: bool = False
     log_format: Literal["text", "json"] = "text"
@@ -53,6 +55,12 @@ class Settings(BaseSettings):
     fetch_timeout: float = Field(default=20.0, gt=0)
     fetch_deadline: float = Field(default=60.0, gt=0)
     max_body_mb: float = Field(default=10.0, gt=0)
+    # Flood control: top-level Slack alerts per channel per delivery pass; the rest go out
+    # as one summary message (issue 4). 0 turns it off.
+    max_alerts_per_cycle: int = Field(default=10, ge=0)
+    # Feed health (issue 5): a feed failing this long is "stale"; adaptive polling.
+    stale_after_hours: float = Field(default=48.0, gt=0)
+    adaptive_interval: bool = False
 
     @field_validator("slack_api_url")
     @classmethod
@@ -63,7 +71,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://slack.com/api/")
         return value if value.endswith("/") else value + "/"
 
-    @field_validator("slack_channel")
+    @field_validator("slack_channel", "slack_ops_channel")
     @classmethod
     def _channel_not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():

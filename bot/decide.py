@@ -77,7 +77,8 @@ def backoff(now: datetime, failures: int, interval: timedelta, *,
     """After ``failures`` consecutive failures (≥ 1): exponential from the feed's interval
     (at least 5 minutes), full jitter on the upper half, capped at 24 h."""
     base = max(interval, BACKOFF_BASE)
-    delay: timedelta = min(base * (2 ** max(failures - 1, 0)), BACKOFF_CAP)
+    # The exponent is bounded first: timedelta overflows near 2**30 days.
+    delay: timedelta = min(base * (2 ** min(max(failures - 1, 0), 16)), BACKOFF_CAP)
     return now + delay / 2 + (delay / 2) * rng()
 
 

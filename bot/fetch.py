@@ -7,6 +7,12 @@ deadline and caps the raw bytes of every response, redirects included::
 
     Fetcher.fetch ─▶ httpx.Client (redirects, no cookies) ─▶ _GuardedTransport ─▶ HTTPTransport
 
+Names are resolved by :class:`_GuardedBackend` (httpcore's network backend, swapped into
+httpx's transport): it resolves once, checks every address, and connects to the checked
+address, so a second lookup can never rebind the name to loopback. TLS SNI, certificate
+checks and the ``Host`` header keep the name. Bodies are read raw and decompressed here
+with an output bound (httpx's own decoder has none: a 1 MB gzip can inflate to 1 GB).
+
 httpx errors are translated here, once, into :class:`~bot.errors.FetchError` with a short
 message; a non-2xx answer (other than 304) becomes :class:`HTTPStatusError`, which keeps the
 response headers so that a caller can honour ``Retry-After``.
@@ -19,8 +25,9 @@ import re
 import socket
 import ssl
 import time
+import zlib
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -28,6 +35,7 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from bot import USER_AGENT
@@ -40,9 +48,20 @@ __all__ = [
     "FetchRequest",
     "Fetcher",
     "HTTPStatusError",
+    "Resolver",
     "check_address",
     "check_url",
+    "system_resolver",
 ]
+
+# host, port → the addresses to try, in order. Tests inject one that maps any name anywhere.
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The operating system's resolver (getaddrinfo), addresses in its order, deduplicated."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 ACCEPT = (
     "application/atom+xml, application/rss+xml, application/rdf+xml;q=0.9, "
@@ -101,7 +120,9 @@ class Fetcher:
 
     ``allow_private`` lets feeds resolve to loopback and private ranges (tests, intranets).
     ``transport`` replaces the network transport (``httpx.MockTransport`` in tests); the
-    guard, limits and deadline still apply on top of it.
+    guard, limits and deadline still apply on top of it (names are then resolved and checked
+    before the transport is called). ``resolver`` replaces the system resolver (tests map a
+    public-looking name to loopback with it).
     """
 
     def __init__(
@@ -110,18 +131,19 @@ class Fetcher:
         *,
         allow_private: bool = False,
         transport: httpx.BaseTransport | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.limits = limits or FetchLimits()
         self.allow_private = allow_private
-        inner = transport or httpx.HTTPTransport(
-            trust_env=False,
-            limits=httpx.Limits(
-                max_connections=self.limits.max_connections,
-                max_keepalive_connections=self.limits.max_connections,
-            ),
-        )
+        if transport is None:
+            inner: httpx.BaseTransport = _guarded_http_transport(
+                self.limits, _GuardedBackend(resolver, allow_private=allow_private))
+        else:
+            inner = transport
         self._client = httpx.Client(
-            transport=_GuardedTransport(inner, self.limits, allow_private=allow_private),
+            transport=_GuardedTransport(
+                inner, self.limits, allow_private=allow_private, resolver=resolver,
+                check_names=transport is not None),
             trust_env=False,  # no proxy (nor netrc) taken from the environment
             follow_redirects=True,
             max_redirects=self.limits.max_redirects,
@@ -131,7 +153,8 @@ class Fetcher:
                 write=self.limits.read_timeout,
                 pool=self.limits.deadline,
             ),
-            headers={"User-Agent": USER_AGENT, "Accept": ACCEPT},
+            # gzip only: we decompress it ourselves, with a bound (see _decoded).
+            headers={"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip"},
             # A jar whose policy refuses every cookie: nothing set by one feed is ever sent,
             # to it or to another.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
@@ -161,6 +184,14 @@ class Fetcher:
         ``FetchResult.url`` is the final URL after redirects.
         """
         check_url(url)
+        host = urlsplit(url).hostname or ""
+        if not self.allow_private and _ip_literal(host) is not None:
+            # Before httpx, whose URL parser rejects some spellings (0177.0.0.1) that
+            # resolvers accept: the refusal should say what the address really is.
+            try:
+                check_address(host)
+            except FetchError as exc:
+                raise FetchError(url, exc.message) from exc
         headers: dict[str, str] = {}
         if etag:
             headers["If-None-Match"] = etag
@@ -244,8 +275,10 @@ class Fetcher:
         headers = {name.lower(): value for name, value in response.headers.items()}
         final_url = str(response.url)
         status = response.status_code
+        permanent = _permanent_target(response)
         if status == 304:
-            return FetchResult(url=final_url, status=status, body=None, headers=headers)
+            return FetchResult(url=final_url, status=status, body=None, headers=headers,
+                               permanent_url=permanent)
         if not 200 <= status < 300:
             where = f" (at {final_url})" if final_url != url else ""
             message = f"HTTP {status} {response.reason_phrase}".rstrip() + where
@@ -256,14 +289,15 @@ class Fetcher:
         if declared.isdigit() and int(declared) > cap:
             raise FetchError(url, f"body over {_size(cap)} (Content-Length: {declared})")
         body = bytearray()
-        # iter_bytes() yields decompressed bytes: the cap holds after decompression too.
-        for chunk in response.iter_bytes():
-            body += chunk
+        for piece in _decoded(url, response.iter_raw(), headers.get("content-encoding", ""),
+                              room=lambda: cap + 1 - len(body)):
+            body.extend(piece)
             if len(body) > cap:
                 raise FetchError(url, f"body over {_size(cap)}")
             if time.monotonic() > deadline:
                 raise FetchError(url, _deadline_message(self.limits))
-        return FetchResult(url=final_url, status=status, body=bytes(body), headers=headers)
+        return FetchResult(url=final_url, status=status, body=bytes(body), headers=headers,
+                           permanent_url=permanent)
 
     def _describe(self, exc: httpx.RequestError) -> str:
         """One short line for an httpx error; the original stays chained as ``__cause__``."""
@@ -317,27 +351,36 @@ def check_url(url: str) -> None:
         raise FetchError(url, "the URL has no host")
 
 
-def check_address(host: str) -> None:
+def check_address(host: str, *, resolver: Resolver = system_resolver,
+                  port: int = 443) -> list[_IP_ADDRESS]:
     """Refuse a host that is, or resolves to, a non-public address (see DESIGN "Address guard").
 
-    Raises FetchError (with ``url=host``) naming the address and its kind. This is the seam
-    for the full guard: it checks every address the name resolves to, but the connection
-    still makes its own lookup; connecting to the checked address is a later change.
+    Returns the checked addresses (to connect to, in order). Raises FetchError (with
+    ``url=host``) naming the address and its kind; every resolved address must be public,
+    since the connection may go to any of them.
     """
-    literal = _ip_literal(host)
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError(host, f"could not resolve host {host}") from exc
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    addresses = resolve(host, port, resolver)
     for address in addresses:
         kind = _non_public_kind(address)
         if kind is not None:
             named = host if str(address) == host else f"{host} ({address})"
             raise FetchError(host, f"refusing {named}: a {kind} address; {ALLOW_PRIVATE_HINT}")
+    return addresses
+
+
+def resolve(host: str, port: int, resolver: Resolver = system_resolver) -> list[_IP_ADDRESS]:
+    """The addresses of ``host``: itself when it is an IP literal in any spelling (decimal,
+    hex, octal IPv4 included), else what ``resolver`` says. FetchError when it says nothing."""
+    literal = _ip_literal(host)
+    if literal is not None:
+        return [literal]
+    try:
+        found = [ipaddress.ip_address(a.split("%")[0]) for a in resolver(host, port)]
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise FetchError(host, f"could not resolve host {host}") from exc
+    if not found:
+        raise FetchError(host, f"could not resolve host {host}")
+    return found
 
 
 _IP_ADDRESS = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -379,27 +422,46 @@ class _GuardedTransport(httpx.BaseTransport):
     """Checks each hop before it connects, and keeps each hop inside the fetch's limits."""
 
     def __init__(
-        self, inner: httpx.BaseTransport, limits: FetchLimits, *, allow_private: bool
+        self, inner: httpx.BaseTransport, limits: FetchLimits, *, allow_private: bool,
+        resolver: Resolver = system_resolver, check_names: bool = False,
     ) -> None:
         self._inner = inner
         self._limits = limits
         self._allow_private = allow_private
+        self._resolver = resolver
+        # With the real network, names are checked where they are connected to
+        # (_GuardedBackend); an injected transport connects nowhere, so check them here.
+        self._check_names = check_names
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = str(request.url)
         check_url(url)
-        if not self._allow_private:
+        # raw_host: the ASCII (IDNA) form that the resolver is given.
+        host = request.url.raw_host.decode("ascii")
+        if not self._allow_private and (self._check_names or _ip_literal(host) is not None):
             try:
-                # raw_host: the ASCII (IDNA) form that the resolver is given.
-                check_address(request.url.raw_host.decode("ascii"))
+                check_address(host, resolver=self._resolver, port=request.url.port or 0)
             except FetchError as exc:
                 raise FetchError(url, exc.message) from exc
         deadline = request.extensions.get(_DEADLINE)
         if isinstance(deadline, float):
             self._clamp_timeouts(request, deadline)
-        response = self._inner.handle_request(request)
+        try:
+            response = self._inner.handle_request(request)
+        except FetchError as exc:
+            if exc.url == url:
+                raise
+            raise FetchError(url, exc.message, status=exc.status) from exc
         if not isinstance(response.stream, httpx.SyncByteStream):  # pragma: no cover
             raise TypeError("the transport returned an async stream to a sync client")
+        if response.is_redirect:
+            # httpx reads (and decompresses, without a bound) a redirect's body before it
+            # follows it. Nobody needs that body: drop it unread.
+            response.stream.close()
+            return httpx.Response(status_code=response.status_code, headers=[
+                (k, v) for k, v in response.headers.multi_items()
+                if k.lower() not in ("content-encoding", "content-length")
+            ], stream=httpx.ByteStream(b""), extensions=response.extensions)
         return httpx.Response(
             status_code=response.status_code,
             headers=response.headers,
@@ -453,6 +515,104 @@ class _CappedStream(httpx.SyncByteStream):
 
     def close(self) -> None:
         self._inner.close()
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """httpcore's network backend with the address guard in its connect: the name is
+    resolved once, every address checked, and the socket connected to a checked address.
+    httpcore still hands the *name* to TLS (SNI, certificate) and httpx to ``Host``."""
+
+    def __init__(self, resolver: Resolver, *, allow_private: bool) -> None:
+        self._resolver = resolver
+        self._allow_private = allow_private
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        if self._allow_private:
+            addresses = resolve(host, port, self._resolver)
+        else:
+            addresses = check_address(host, resolver=self._resolver, port=port)
+        error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            try:
+                return super().connect_tcp(str(address), port, timeout, local_address,
+                                           socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc  # try the next address, as getaddrinfo users do
+        assert error is not None
+        raise error
+
+
+def _guarded_http_transport(limits: FetchLimits, backend: _GuardedBackend) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(trust_env=False)
+    # httpx.HTTPTransport takes no network backend, so its pool is replaced by one built the
+    # same way with ours (test_fetch's resolver tests fail loudly if httpx changes this).
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_connections,
+        keepalive_expiry=5.0,
+        network_backend=backend,
+    )
+    return transport
+
+
+def _permanent_target(response: httpx.Response) -> str | None:
+    """Where the 301/308 hops that start the chain lead (RFC 9110 §15.4.2, §15.4.9): the
+    URL after the last permanent hop before any temporary one; None without one."""
+    target = None
+    hops = [*response.history, response]
+    for hop, following in zip(hops, hops[1:], strict=False):
+        if hop.status_code not in (301, 308):
+            break
+        target = str(following.url)
+    return target
+
+
+def _decoded(
+    url: str, raw: Iterable[bytes], encoding: str, *, room: Callable[[], int]
+) -> Iterator[bytes]:
+    """The body, decompressed without ever producing more than ``room()`` bytes at a time.
+
+    We only ask for gzip (``Accept-Encoding``); deflate is read too, since servers send it
+    unasked. zlib's ``max_length`` bounds each output; what it has not consumed yet stays
+    in ``unconsumed_tail`` for the next round, so memory stays at the cap, not the bomb.
+    """
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        yield from raw
+        return
+    if len(codings) > 1 or codings[0] not in ("gzip", "x-gzip", "deflate"):
+        raise FetchError(url, f"unsupported Content-Encoding: {encoding.strip()} "
+                              "(only gzip was asked for)")
+    # gzip: wbits 16+15; deflate: zlib-wrapped, or raw from misbehaving servers (RFC 9110
+    # §8.4.1.2 notes both exist), detected from the first byte by zlib's auto mode 32+15.
+    wbits = 31 if codings[0] in ("gzip", "x-gzip") else 47
+    inflater = zlib.decompressobj(wbits)
+    try:
+        for chunk in raw:
+            data = chunk
+            while data:
+                if inflater.eof:
+                    if not data.startswith(b"\x1f\x8b"):
+                        break  # padding after the end of the stream: ignored
+                    inflater = zlib.decompressobj(wbits)  # another member (RFC 1952 §2.2)
+                # Each call either consumes input or produces output, so this ends.
+                out = inflater.decompress(data, max(room(), 1))
+                data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+                if out:
+                    yield out
+        if not inflater.eof:
+            raise FetchError(url, f"the {codings[0]} body ends before its end of stream")
+    except zlib.error as exc:
+        raise FetchError(url, f"could not decompress the {codings[0]} body: {exc}") from exc
 
 
 def _deadline_message(limits: FetchLimits) -> str:

@@ -87,12 +87,17 @@ class Match:
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
-    """What one GET returned. ``body`` is None for 304 Not Modified."""
+    """What one GET returned. ``body`` is None for 304 Not Modified.
+
+    ``url`` is the final URL after redirects; ``permanent_url`` is where the redirects that
+    began the chain were permanent (301/308) to, or None (no redirect, or a 302/307 first).
+    """
 
     url: str
     status: int
     body: bytes | None
     headers: Mapping[str, str] = field(default_factory=dict)
+    permanent_url: str | None = None
 
     @property
     def not_modified(self) -> bool:

@@ -16,19 +16,47 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import feedparser
 
+from bot.charset import decode_document
 from bot.errors import ParseError
 from bot.model import Entry
 
 MAX_ENTRIES = 1000
+# A date further ahead than this of the fetch is a typo or a trick (year 2206, "embargoed"):
+# it is dropped, so that the item cannot sort first forever nor dodge the backfill rule.
+FUTURE_SLACK = timedelta(days=1)
+FEED_TYPES = {
+    "application/rss+xml": "RSS",
+    "application/atom+xml": "Atom",
+    "application/rdf+xml": "RDF",
+    "application/feed+json": "JSON Feed",
+    "application/json": "JSON Feed",
+}
 
-__all__ = ["MAX_ENTRIES", "ParsedFeed", "html_to_text", "normalise_link", "parse_feed"]
+__all__ = [
+    "MAX_ENTRIES",
+    "FeedLink",
+    "ParsedFeed",
+    "feed_links",
+    "html_to_text",
+    "normalise_link",
+    "parse_feed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedLink:
+    """A feed that an HTML page advertises with ``<link rel="alternate" type=…>``."""
+
+    url: str
+    kind: str  # RSS | Atom | RDF | JSON Feed
+    title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +69,7 @@ class ParsedFeed:
     language: str | None
     entries: tuple[Entry, ...]
     bozo: str | None = None
+    encoding: str = "UTF-8"  # what the bytes were decoded as (bot.charset)
 
 
 def parse_feed(
@@ -50,6 +79,7 @@ def parse_feed(
     headers: Mapping[str, str] | None = None,
     language: str | None = None,
     max_entries: int = MAX_ENTRIES,
+    now: datetime | None = None,
 ) -> ParsedFeed:
     """Parse an RSS 0.9x/1.0/2.0 or Atom document into entries, in document order.
 
@@ -64,11 +94,21 @@ def parse_feed(
       lower-cased, default port and fragment dropped); else ``"sha256:"`` + a hash of title
       and date. When several items share a key, the *first* in the document is kept and the
       later ones are dropped.
+    - No guid and no link: the key hashes the title and the date; with neither date nor
+      title distinct, two such items are one (the first kept).
+    - No date: ``published`` and ``updated`` are None; such an item counts as the oldest when
+      the cap below applies and, on a feed's first poll, as back catalogue (not alerted).
+    - A date more than a day after ``now`` (when given) is dropped, as if the item had none.
+    - Relative links resolve against ``xml:base`` and then the feed's final URL; links that
+      are not http(s) (``javascript:``) are dropped.
+    - The encoding is decided by :func:`bot.charset.decode_document` (BOM, HTTP charset, XML
+      declaration, then UTF-8 and the Japanese legacy encodings); a wrong declaration is
+      reported in ``bozo``, not fatal.
     - More than ``max_entries`` items: the newest ``max_entries`` by published (else updated)
       date are kept, undated ones counting as oldest; the survivors stay in document order.
     - A valid feed with no items returns zero entries. A document that yields no entries and
       is not a recognisable feed raises :class:`~bot.errors.ParseError` (saying so when it
-      looks like an HTML page).
+      looks like an HTML page, and naming the feed the page advertises if it does).
 
     The feed URL is deliberately *not* passed to feedparser as ``Content-Location``: feedparser
     would then resolve a relative-looking guid ("1234") against it, and the keys of every item
@@ -80,30 +120,32 @@ def parse_feed(
     response_headers = {k.lower(): v for k, v in (headers or {}).items()}
     # Not ours to give feedparser: see the docstring.
     response_headers.pop("content-location", None)
+    # feedparser guesses encodings its own way (and never tries the Japanese ones): give it
+    # UTF-8 that says so, decoded by the rules of bot.charset.
+    decoded = decode_document(body, response_headers)
+    media_type = response_headers.get("content-type", "application/xml").split(";")[0].strip()
+    utf8_headers = {**response_headers, "content-type": f"{media_type}; charset=utf-8"}
     data: Any = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=response_headers,
+        io.BytesIO(_as_utf8_document(decoded.text)),
+        response_headers=utf8_headers,
         resolve_relative_uris=False,  # links inside HTML are dropped with the tags
         sanitize_html=True,
     )
     feed: Mapping[str, Any] = _get(data, "feed") or {}
     raw_entries: list[Mapping[str, Any]] = list(_get(data, "entries") or ())
     version: str = _get(data, "version") or ""
-    bozo = _bozo_message(data)
+    bozo = decoded.note or _bozo_message(data)
 
     if not raw_entries and not version:
         if _looks_like_html(body, response_headers):
-            raise ParseError(
-                url,
-                "not a feed: looks like an HTML page; use the page's RSS or Atom link instead",
-            )
+            raise ParseError(url, _html_message(feed_links(decoded.text, url)))
         raise ParseError(url, f"not a feed: {bozo or 'no RSS, RDF or Atom elements found'}")
 
     feed_language = _language(_get(feed, "language")) or _language(language)
     entries: list[Entry] = []
     seen: set[str] = set()
     for raw in raw_entries:
-        entry = _entry(raw, url=url, fallback_language=feed_language)
+        entry = _entry(raw, url=url, fallback_language=feed_language, now=now)
         if entry.key in seen:
             continue
         seen.add(entry.key)
@@ -115,16 +157,36 @@ def parse_feed(
         language=feed_language,
         entries=_newest(entries, max_entries),
         bozo=bozo,
+        encoding=decoded.encoding,
     )
 
 
-def _entry(raw: Mapping[str, Any], *, url: str, fallback_language: str | None) -> Entry:
+_DECLARATION = re.compile(r"""^(\s*<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
+
+
+def _as_utf8_document(text: str) -> bytes:
+    """The document as UTF-8 bytes whose XML declaration (if any) says UTF-8."""
+    return _DECLARATION.sub(r"\1\2utf-8\2", text.lstrip("\ufeff"), count=1).encode("utf-8")
+
+
+def _html_message(links: tuple[FeedLink, ...]) -> str:
+    if not links:
+        return ("not a feed: looks like an HTML page, and it advertises no feed; find the "
+                "site's RSS or Atom link and use that URL")
+    more = (f" (and {len(links) - 1} more: `policybot feeds discover` lists them)"
+            if len(links) > 1 else "")
+    return (f"not a feed: looks like an HTML page; its {links[0].kind} feed is "
+            f"{links[0].url}{more}: use that URL")
+
+
+def _entry(raw: Mapping[str, Any], *, url: str, fallback_language: str | None,
+           now: datetime | None = None) -> Entry:
     title = _text_field(raw, "title")
     summary = _text_field(raw, "summary")
     content = _content(raw)
     link = _absolute_http_link(_get(raw, "link"), url)
-    published = _datetime(_get(raw, "published_parsed"))
-    updated = _datetime(_get(raw, "updated_parsed"))
+    published = _not_future(_datetime(_get(raw, "published_parsed")), now)
+    updated = _not_future(_datetime(_get(raw, "updated_parsed")), now)
     return Entry(
         key=_key(raw, link, title, published or updated),
         title=title,
@@ -267,6 +329,12 @@ def _datetime(value: object) -> datetime | None:
         return None
 
 
+def _not_future(when: datetime | None, now: datetime | None) -> datetime | None:
+    if when is None or now is None or when <= now + FUTURE_SLACK:
+        return when
+    return None
+
+
 def _newest(entries: list[Entry], limit: int) -> tuple[Entry, ...]:
     if len(entries) <= limit:
         return tuple(entries)
@@ -305,6 +373,46 @@ def _get(mapping: object, key: str) -> Any:
     if isinstance(mapping, dict):
         return dict.get(mapping, key)
     return None
+
+
+# -- feeds advertised by an HTML page -------------------------------------------------------
+
+
+class _LinkFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base: str | None = None
+        self.found: list[tuple[str, str, str | None]] = []  # href, type, title
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "base" and self.base is None and values.get("href"):
+            self.base = values["href"]
+        if tag not in ("link", "a"):
+            return
+        rels = values.get("rel", "").lower().split()
+        kind = values.get("type", "").split(";")[0].strip().lower()
+        if "alternate" in rels and kind in FEED_TYPES and values.get("href"):
+            self.found.append((values["href"], kind, values.get("title") or None))
+
+    handle_startendtag = handle_starttag
+
+
+def feed_links(html: str, base_url: str) -> tuple[FeedLink, ...]:
+    """The feeds an HTML page advertises (``<link rel="alternate" type="application/rss+xml"
+    href=…>``, also Atom, RDF and JSON Feed), in page order, resolved against ``<base>`` and
+    the page URL; http(s) only, each URL once."""
+    finder = _LinkFinder()
+    finder.feed(html[:2_000_000])
+    finder.close()
+    base = urljoin(base_url, finder.base) if finder.base else base_url
+    links: dict[str, FeedLink] = {}
+    for href, kind, title in finder.found:
+        absolute = _absolute_http_link(href, base)
+        if absolute and absolute not in links:
+            title_text = _collapse(title) if title else None
+            links[absolute] = FeedLink(absolute, FEED_TYPES[kind], title_text or None)
+    return tuple(links.values())
 
 
 # -- HTML → plain text --------------------------------------------------------------------

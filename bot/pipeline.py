@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,8 +17,6 @@ from bot.decide import (
     RuleRoute,
     backoff,
     in_backfill,
-    next_poll,
-    plan_alerts,
     retry_after,
     storable_key,
     triage,
@@ -26,8 +24,10 @@ from bot.decide import (
 from bot.errors import ConfigError, FeedError
 from bot.fetch import Fetcher, FetchRequest, HTTPStatusError
 from bot.model import AlertRule, Entry, FetchResult
-from bot.parse import parse_feed
+from bot.parse import ParsedFeed, parse_feed
+from bot.plan import DUPLICATE_WINDOW, Candidate, OutboxPlan, plan_outbox
 from bot.rules import RuleSet
+from bot.schedule import effective_interval, next_poll_after, publishing_rhythm, track_redirect
 from bot.store import AlertWrite, EntryWrite, FeedState, FeedUpdate, PollWrite, Store
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class Poller:
     clock: Clock
     backfill_window: timedelta = timedelta(hours=24)
     backfill: bool = True
+    adaptive_interval: bool = False  # poll rarely-publishing feeds less often (bot.schedule)
 
     def cycle(
         self, *, force: bool = False, url: str | None = None,
@@ -135,14 +136,12 @@ class Poller:
         if isinstance(fetched, FeedError):
             return self._failed(feed, fetched, now)
         if fetched.not_modified:
-            self.store.record_feed(feed.id, FeedUpdate(
-                polled_at=now, next_poll_at=next_poll(now, feed.interval), status=304,
-                etag=fetched.etag, last_modified=fetched.last_modified))
+            self.store.record_feed(feed.id, self._answered(feed, fetched, now, None))
             return FeedOutcome(feed.name, feed.url, "not_modified", status=304)
         try:
             parsed = parse_feed(
                 fetched.body or b"", url=fetched.url, headers=fetched.headers,
-                language=feed.language,
+                language=feed.language, now=now,
             )
         except FeedError as exc:
             return self._failed(feed, exc, now, status=fetched.status)
@@ -153,26 +152,68 @@ class Poller:
         found = triage(parsed_entries, {k: (v.id, v.content_hash) for k, v in stored.items()})
         first_poll = self.backfill and feed.first_success_at is None
         writes: list[EntryWrite] = []
-        alerts: list[AlertWrite] = []
+        candidates: list[Candidate] = []
         for entry_id, entry in [(None, e) for e in found.new] + list(found.changed):
             matched = tuple(rules.match(entry, feed_name=feed.name, feed_tags=feed.tags))
-            writes.append(EntryWrite(entry, entry_id, matched))
+            writes.append(EntryWrite(entry, entry_id, matched, rules.tracked(matched)))
             if in_backfill(entry, first_poll=first_poll, now=now, window=self.backfill_window):
                 continue
-            already = self.store.match_rule_ids_for(entry_id) if entry_id is not None else ()
-            for plan in plan_alerts(entry, matched, routes, already=already):
-                alerts.append(AlertWrite(plan.entry_key, plan.channel, plan.rules, plan.hits))
+            candidates.append(Candidate(entry, entry_id, matched))
+        outbox = self._plan_outbox(feed, candidates, routes, now)
         saved = self.store.save_poll(PollWrite(
-            feed_id=feed.id, now=now, entries=tuple(writes), alerts=tuple(alerts),
-            feed=FeedUpdate(
-                polled_at=now, next_poll_at=next_poll(now, feed.interval),
-                status=fetched.status, etag=fetched.etag, last_modified=fetched.last_modified,
-                title=parsed.title,
-            ),
+            feed_id=feed.id, now=now, entries=tuple(writes),
+            alerts=tuple(AlertWrite(a.entry_key, a.channel, a.rules, a.hits)
+                         for a in outbox.alerts),
+            replies=outbox.replies, updates=outbox.updates,
+            feed=self._answered(feed, fetched, now, parsed),
         ))
         return FeedOutcome(feed.name, feed.url, "ok", new=saved.new_entries,
                            changed=saved.changed_entries, alerts=saved.alerts,
                            status=fetched.status)
+
+    def _plan_outbox(self, feed: FeedState, candidates: Sequence[Candidate],
+                     routes: Mapping[str, RuleRoute], now: datetime) -> OutboxPlan:
+        """Alerts, thread replies and updates for this poll (bot.plan), read against the
+        channels' recent stories and the changed entries' previous state."""
+        if not candidates:
+            return OutboxPlan()
+        channels = {c for route in routes.values() for c in route.channels}
+        changed = [c.entry_id for c in candidates if c.entry_id is not None]
+        return plan_outbox(
+            candidates, routes, feed_name=feed.name, now=now,
+            threads=self.store.recent_reports(channels, now - DUPLICATE_WINDOW),
+            previous=self.store.previous_entries(changed),
+        )
+
+    def _answered(self, feed: FeedState, fetched: FetchResult, now: datetime,
+                  parsed: ParsedFeed | None) -> FeedUpdate:
+        """The feed's state after a 200 that parsed (``parsed``) or a 304 (None)."""
+        # A 301/308 is adopted on its 3rd poll in a row: the target passed the address guard
+        # (every hop does) and parsed as a feed (this 200, or the one whose validators the
+        # 304 answered). 302/307 never set permanent_url.
+        redirect = track_redirect(feed.redirect_url, feed.redirect_polls, fetched.permanent_url)
+        if redirect.adopt:
+            log.warning("feed=%s moved permanently to %s (seen on %d polls in a row); now "
+                        "polling the new URL: update feeds.yaml", feed.name, redirect.target,
+                        redirect.polls)
+        rhythm = last_entry = None
+        if parsed is not None:
+            dates = [e.published or e.updated for e in parsed.entries]
+            rhythm = publishing_rhythm(dates, now=now)
+            newest = max((d for d in dates if d is not None and d <= now), default=None)
+            last_entry = max((d for d in (feed.last_entry_at, newest) if d is not None),
+                             default=None)
+        interval = effective_interval(feed.interval, rhythm or feed.rhythm,
+                                      adaptive=self.adaptive_interval)
+        return FeedUpdate(
+            polled_at=now, next_poll_at=next_poll_after(now, interval, fetched.headers),
+            status=fetched.status, etag=fetched.etag, last_modified=fetched.last_modified,
+            title=parsed.title if parsed is not None else None,
+            redirect_url=None if redirect.adopt else redirect.target,
+            redirect_polls=0 if redirect.adopt else redirect.polls,
+            adopt_url=redirect.target if redirect.adopt else None,
+            rhythm=rhythm, last_entry_at=last_entry,
+        )
 
     def _failed(
         self, feed: FeedState, error: FeedError, now: datetime, status: int | None = None

@@ -45,6 +45,8 @@ class Service:
             log.info("cycle polled=%d failed=%d", len(outcomes), failed)
         if any(o.alerts for o in outcomes):
             self.wake_delivery()
+        if self.app.ops is not None:
+            self.app.ops.announce()  # stale, silent, gone, recovered: once each
 
     def retention_job(self) -> int:
         """Prune entry text past the retention period (daily)."""
@@ -111,6 +113,12 @@ def run_service(app: App, stop: threading.Event, *, http: str | None = None) -> 
                       id="deliver")
     scheduler.add_job(service.retention_job, "interval", hours=24, id="retention",
                       next_run_time=now + timedelta(minutes=5))
+    # Digests: a cron job per digest, plus a sweep for catch-up and retries (issue 6).
+    from bot.digest.service import digest_service
+    from bot.store.digests import DigestStore
+
+    digest_service(app.settings, DigestStore(app.store.engine), app.rules,
+                   app.clock).install(scheduler, now)
     deliver = scheduler.get_job("deliver")
     # New alerts go out now rather than at the next tick, without two delivery loops at once.
     service.wake_delivery = lambda: deliver.modify(next_run_time=datetime.now(UTC))

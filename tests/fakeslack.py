@@ -8,8 +8,9 @@
         ...
         assert fake.posts[0].channel == "C0JAPAN"
 
-Methods: ``chat.postMessage``, ``chat.update``, ``conversations.history`` (metadata, cursor
-paging), ``conversations.list``, ``auth.test``; and the incoming webhook
+Methods: ``chat.postMessage`` (threads with ``thread_ts``), ``chat.update``,
+``conversations.history`` (top-level messages only, as Slack's; metadata, cursor paging),
+``conversations.replies``, ``conversations.list``, ``auth.test``; and the incoming webhook
 (``POST /services/T…/B…/…``). Bodies are read
 as slack_sdk sends them (JSON for messages, form-encoded for the rest); the Bearer token is
 checked. Like Slack, it refuses oversized blocks with ``invalid_blocks``, so the renderer's
@@ -17,6 +18,10 @@ limits are tested against the same rules.
 
 Every request is handled before the client's call returns, so tests read ``posts`` and
 ``requests`` right after a call, without waiting.
+
+``hold_next("chat.postMessage")`` makes the next post wait, recorded but unanswered, until
+``release()``: the window in which a crash leaves Slack with a message the bot has not
+recorded. ``hold.wait_held()`` blocks the test until a post is held there.
 """
 
 from __future__ import annotations
@@ -72,6 +77,21 @@ class Failure:
     disconnect: bool = False
 
 
+class Hold:
+    """A post that Slack has accepted and recorded but not yet answered."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.timeout = timeout  # a safety limit, so that a failing test cannot hang
+        self.held = threading.Event()
+        self.released = threading.Event()
+
+    def wait_held(self, timeout: float = 60.0) -> bool:
+        return self.held.wait(timeout)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass
 class _State:
     posts: list[Post] = field(default_factory=list)
@@ -80,6 +100,7 @@ class _State:
     failures: dict[str, deque[Failure]] = field(default_factory=lambda: defaultdict(deque))
     channels: dict[str, str] | None = None  # name or ID -> ID; None accepts any channel
     seq: int = 0
+    holds: dict[str, deque[Hold]] = field(default_factory=lambda: defaultdict(deque))
 
 
 class FakeSlack:
@@ -161,6 +182,22 @@ class FakeSlack:
                 self._state.failures[method].append(
                     Failure(status, error, retry_after, body, disconnect)
                 )
+
+    def hold_next(self, method: str = "chat.postMessage") -> Hold:
+        """The next successful ``method`` call is recorded, then left unanswered until
+        ``release()`` on the returned hold."""
+        hold = Hold()
+        with self._lock:
+            self._state.holds[method].append(hold)
+        return hold
+
+    def thread(self, ts: str) -> list[Post]:
+        """The replies posted in the thread of message ``ts``, oldest first."""
+        return [p for p in self.posts if p.thread_ts == ts]
+
+    def top_level(self, channel: str | None = None) -> list[Post]:
+        return [p for p in self.posts if p.thread_ts is None
+                and (channel is None or p.channel == channel)]
 
     def set_channels(self, channels: Mapping[str, str] | Iterable[str]) -> None:
         """Known channels: a mapping "#name" -> ID, or IDs. Others get channel_not_found."""
@@ -251,6 +288,8 @@ class FakeSlack:
             return self._update(params)
         if method == "conversations.history":
             return self._history(params)
+        if method == "conversations.replies":
+            return self._replies(params)
         if method == "conversations.list":
             return self._list(params)
         return {"ok": False, "error": "unknown_method"}
@@ -284,6 +323,7 @@ class FakeSlack:
             if post.channel == channel and post.ts == params.get("ts"):
                 post.text = params.get("text", post.text)
                 post.blocks = _json_field(params.get("blocks")) or post.blocks
+                post.metadata = _json_field(params.get("metadata")) or post.metadata
                 self._state.updates.append(dict(params))
                 return {"ok": True, "channel": channel, "ts": post.ts, "text": post.text}
         return {"ok": False, "error": "message_not_found"}
@@ -294,11 +334,34 @@ class FakeSlack:
             return {"ok": False, "error": "channel_not_found"}
         with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
         oldest = float(params.get("oldest") or 0)
+        # Thread replies are not in a channel's history, only in conversations.replies.
         messages = sorted(
-            (p for p in self._state.posts if p.channel == channel and float(p.ts) > oldest),
+            (p for p in self._state.posts
+             if p.channel == channel and float(p.ts) > oldest and p.thread_ts is None),
             key=lambda p: float(p.ts),
             reverse=True,
         )
+        return self._page(messages, params, with_metadata)
+
+    def _replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._resolve(str(params.get("channel") or ""))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        parent = str(params.get("ts") or "")
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        oldest = float(params.get("oldest") or 0)
+        thread = [p for p in self._state.posts if p.channel == channel
+                  and (p.ts == parent or p.thread_ts == parent)]
+        if not thread:
+            return {"ok": False, "error": "thread_not_found"}
+        # The parent first, then the replies oldest first, as Slack answers.
+        messages = sorted((p for p in thread if p.ts == parent or float(p.ts) > oldest),
+                          key=lambda p: (p.ts != parent, float(p.ts)))
+        return self._page(messages, params, with_metadata)
+
+    def _page(
+        self, messages: list[Post], params: dict[str, Any], with_metadata: bool
+    ) -> dict[str, Any]:
         offset = int(params.get("cursor") or 0) if str(params.get("cursor", "")).isdigit() else 0
         limit = min(int(params.get("limit") or 100), self.history_page_size)
         page = messages[offset : offset + limit]
@@ -311,6 +374,8 @@ class FakeSlack:
                 message["bot_id"] = "B0BOT"
             if with_metadata and p.metadata:
                 message["metadata"] = p.metadata
+            if p.thread_ts:
+                message["thread_ts"] = p.thread_ts
             out.append(message)
         more = offset + limit < len(messages)
         return {
@@ -421,6 +486,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             with fake._lock:
                 result = fake._handle(method, params, raw)
+                queue = fake._state.holds.get(method)
+                hold = queue.popleft() if queue and result.get("ok") else None
+            if hold is not None:
+                hold.held.set()
+                hold.released.wait(hold.timeout)
         self._answer(200, json.dumps(result), "application/json; charset=utf-8")
 
     def _fail(self, failure: Failure, *, webhook: bool) -> None:

@@ -128,3 +128,18 @@ def test_webhook_delivery_posts_and_records(store: Store, fake_slack: FakeSlack,
     loop = Deliverer(store=store, sender=sender, clock=clock, sleep=clock.sleep)
     assert loop.deliver_due().sent == 2
     assert [p.via for p in fake_slack.posts] == ["webhook", "webhook"]
+
+
+def test_retry_makes_waiting_alerts_due_now_and_with_failed_requeues_failed_ones(
+    store: Store, fake_slack: FakeSlack, clock: FakeClock
+) -> None:
+    outbox(store, clock, n=2)
+    fake_slack.fail_next("chat.postMessage", status=429, retry_after=600)
+    fake_slack.fail_next("chat.postMessage", error="not_in_channel")
+    deliverer(store, fake_slack, clock).deliver_due()
+    assert (store.alert_counts()["pending"], store.alert_counts()["failed"]) == (1, 1)
+    assert store.requeue(clock()) == 1, "the one waiting out Retry-After"
+    assert store.next_alert_due() == clock()
+    assert store.alert_counts()["failed"] == 1
+    assert store.requeue(clock(), failed=True) == 1
+    assert deliverer(store, fake_slack, clock).deliver_due().sent == 2

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
+import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -376,3 +382,132 @@ def test_fetch_many_stops_cleanly_when_the_caller_stops_early(server: FeedServer
         results.close()
     assert isinstance(first[1], FetchResult)
     assert not [t for t in threading.enumerate() if t.name.startswith("fetch")]
+
+
+# -- compression (issue 5): asked for gzip only, decompressed by us with a bound ----------
+
+
+def test_only_gzip_is_asked_for(server: FeedServer, fetcher: Fetcher) -> None:
+    server.serve("/a.xml", BODY)
+    fetcher.fetch(server.url("/a.xml"))
+    assert server.requests[0].headers["accept-encoding"] == "gzip"
+
+
+def test_concatenated_gzip_members_are_one_body(server: FeedServer, fetcher: Fetcher) -> None:
+    half = len(BODY) // 2
+    body = gzip.compress(BODY[:half]) + gzip.compress(BODY[half:])
+    server.serve("/z.xml", body, headers={"Content-Encoding": "gzip"})
+    assert fetcher.fetch(server.url("/z.xml")).body == BODY
+
+
+def test_a_deflate_body_sent_unasked_is_read(server: FeedServer, fetcher: Fetcher) -> None:
+    server.serve("/d.xml", zlib.compress(BODY), headers={"Content-Encoding": "deflate"})
+    assert fetcher.fetch(server.url("/d.xml")).body == BODY
+
+
+def test_a_corrupt_gzip_body_is_a_clear_error(server: FeedServer, fetcher: Fetcher) -> None:
+    server.serve("/z.xml", b"\x1f\x8b\x08\x00garbage" * 10, headers={"Content-Encoding": "gzip"})
+    assert fetch_error(fetcher, server.url("/z.xml")).message.startswith(
+        "could not decompress the gzip body")
+
+
+def test_a_truncated_gzip_body_is_an_error_not_half_a_feed(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
+    server.serve("/z.xml", gzip.compress(BODY)[:-12], headers={"Content-Encoding": "gzip"})
+    assert fetch_error(fetcher, server.url("/z.xml")).message == (
+        "the gzip body ends before its end of stream")
+
+
+def test_an_encoding_we_did_not_ask_for_is_refused(server: FeedServer, fetcher: Fetcher) -> None:
+    server.serve("/b.xml", b"\x00\x01", headers={"Content-Encoding": "br"})
+    assert fetch_error(fetcher, server.url("/b.xml")).message == (
+        "unsupported Content-Encoding: br (only gzip was asked for)")
+
+
+def test_a_redirect_body_is_never_decompressed(server: FeedServer, fetcher: Fetcher) -> None:
+    # httpx would inflate a redirect's body in full before following it; ours is dropped.
+    bomb = gzip.compress(b" " * (LIMITS.max_body_bytes * 50))
+    server.route("/r.xml", lambda h: h.send_bytes(
+        301, bomb, "text/html", {"Location": "/a.xml", "Content-Encoding": "gzip"}))
+    server.serve("/a.xml", BODY)
+    result = fetcher.fetch(server.url("/r.xml"))
+    assert result.body == BODY
+
+
+@pytest.fixture(scope="module")
+def gigabyte_bomb(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """One gzip stream (about 1 MB) that inflates to 1 GiB of zeros."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    parts = [deflater.compress(zeros) for _ in range(1024)]
+    parts.append(deflater.flush())
+    return b"".join(parts)
+
+
+_MEASURE = """
+import json, sys
+from pathlib import Path
+from bot.errors import FetchError
+from bot.fetch import Fetcher, FetchLimits
+
+def status(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])  # KiB
+
+with Fetcher(FetchLimits(), allow_private=True) as fetcher:
+    fetcher.fetch(sys.argv[2])  # warm up: imports, pool, first connection
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to now
+    before = status("VmRSS")
+    try:
+        fetcher.fetch(sys.argv[1])
+        message = None
+    except FetchError as exc:
+        message = exc.message
+    peak = status("VmHWM")
+print(json.dumps({"kib": peak - before, "message": message}))
+"""
+
+
+def test_a_gzip_bomb_inflating_to_1_gb_is_refused_with_bounded_memory(
+    server: FeedServer, gigabyte_bomb: bytes
+) -> None:
+    server.serve("/bomb.xml", gigabyte_bomb, headers={"Content-Encoding": "gzip"})
+    server.serve("/small.xml", BODY)
+    # A fresh process whose peak RSS (VmHWM, reset just before the fetch) is this fetch's.
+    child = subprocess.run(
+        [sys.executable, "-c", _MEASURE, server.url("/bomb.xml"), server.url("/small.xml")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": "."},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.returncode == 0, child.stderr
+    measured = json.loads(child.stdout)
+    assert measured["message"] == "body over 10 MB"
+    # The cap is 10 MB; inflating the bomb would take 1024 MB.
+    assert measured["kib"] < 48 * 1024, f"peak RSS grew by {measured['kib']} KiB"
+
+
+# -- redirects: what the pipeline needs to adopt a permanent move -------------------------
+
+
+@pytest.mark.parametrize(
+    ("codes", "permanent"),
+    [((301,), "/c.xml"), ((308,), "/c.xml"), ((301, 308), "/c.xml"), ((302,), None),
+     ((307,), None), ((301, 302), "/b.xml"), ((302, 301), None)],
+)
+def test_the_permanent_target_is_where_the_leading_301_308_hops_lead(
+    server: FeedServer, fetcher: Fetcher, codes: tuple[int, ...], permanent: str | None
+) -> None:
+    server.serve("/c.xml", BODY)
+    paths = ["/a.xml", "/b.xml", "/c.xml"][-len(codes) - 1:]
+    for code, here, there in zip(codes, paths, paths[1:], strict=False):
+        server.redirect(here, there, code)
+    result = fetcher.fetch(server.url(paths[0]))
+    assert result.url == server.url("/c.xml")
+    assert result.permanent_url == (server.url(permanent) if permanent else None)
+
+
+def test_no_redirect_means_no_permanent_target(server: FeedServer, fetcher: Fetcher) -> None:
+    server.serve("/a.xml", BODY)
+    assert fetcher.fetch(server.url("/a.xml")).permanent_url is None

@@ -505,3 +505,90 @@ def test_the_console_sender_reports_the_channel_without_a_ts() -> None:
     sent = sender.send(make_alert(channel="#x"))
 
     assert (sender.name, sent.channel, sent.ts) == ("console", "#x", None)
+
+
+# --- first mentions, confirmations, replies, summaries (issue 4) ---------------------------
+
+
+def reply_to(alert_title: str = "Japan and the Philippines sign OSA coastal radar deal",
+             **kwargs: Any) -> Any:
+    from bot.messages import Duplicate, Posted, Reply
+
+    alert = make_alert(**kwargs)
+    return Reply(id=9, channel=alert.channel, parent_id=42, thread=Posted("C0J", "1.000001"),
+                 feed_name=alert.feed_name, entry=alert.entry, rules=alert.rules,
+                 parent_title=alert_title, duplicate=Duplicate("title", True, "mofa-en"))
+
+
+def test_a_first_mention_is_named_in_the_rules_line() -> None:
+    from dataclasses import replace
+
+    payload = render_slack(replace(make_alert(), first_mentions=("Djibouti", "<!here>")))
+    rules = payload["blocks"][-1]["elements"][0]["text"]
+    assert "first mention: Djibouti, &lt;!here&gt;" in rules
+    assert_inert(payload, (LINK,))
+
+
+def test_a_confirmed_alert_says_by_how_many_independent_sources() -> None:
+    payload = render_slack(make_alert(), sources=("mofa-en", "nhk-world", "<!channel>"))
+    assert payload["blocks"][-1]["elements"][0]["text"] == (
+        "\u2705 Confirmed by 3 independent sources: mofa-en, nhk-world, &lt;!channel&gt;")
+    assert payload["text"].endswith("(confirmed by 3 sources)")
+    assert render_slack(make_alert(), sources=("mofa-en",)) == render_slack(make_alert())
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_replies_and_summaries_render_hostile_feed_text_inert(hostile: str) -> None:
+    from bot.messages import Change, Summary
+    from bot.notify.slack_render import render_reply, render_summary
+
+    reply = reply_to(title=hostile, author=hostile, feed_name=hostile)
+    assert_inert(render_reply(reply), (LINK,))
+    from dataclasses import replace
+
+    changed = replace(reply, duplicate=None, change=Change(
+        (hostile,), (hostile,), "summary", hostile, hostile))
+    assert_inert(render_reply(changed), (LINK,))
+    summary = Summary(5, "#japan-defence", (make_alert(title=hostile, feed_name=hostile),))
+    assert_inert(render_summary(summary), (LINK,))
+
+
+def test_a_summary_of_a_thousand_alerts_stays_within_slacks_limits() -> None:
+    from bot.messages import Summary
+    from bot.notify.slack_render import render_summary
+
+    alerts = tuple(make_alert(id=i, title="日英" * 300 + "👩‍💻" * 50) for i in range(1000))
+    payload = render_summary(Summary(1, "#japan-defence", alerts))
+    assert len(payload["blocks"]) <= 50
+    for text in all_texts(payload):
+        assert slack_len(text) <= 3000
+    assert "…and " in payload["blocks"][-1]["elements"][0]["text"]
+    assert payload["metadata"]["event_payload"] == {"alert_id": 1, "kind": "summary"}
+
+
+def test_a_reply_without_a_thread_names_the_alert_it_belongs_to() -> None:
+    from dataclasses import replace
+
+    from bot.notify.slack_render import render_reply
+
+    payload = render_reply(replace(reply_to(), thread=None))
+    assert "re: Japan and the Philippines" in payload["blocks"][-1]["elements"][0]["text"]
+    assert payload["metadata"]["event_payload"]["kind"] == "reply"
+
+
+def test_the_console_shows_replies_updates_and_summaries_like_slack() -> None:
+    from dataclasses import replace
+
+    from bot.messages import Change, Summary, Update
+
+    buffer = io.StringIO()
+    sender = ConsoleSender(Console(file=buffer, width=120, force_terminal=False))
+    sender.send(reply_to())
+    sender.send(replace(reply_to(), duplicate=None, change=Change(("sign",), ("ratify",))))
+    sender.send(Update(3, "#japan-defence", make_alert(), None, ("mofa-en", "nhk-world")))
+    sender.send(Summary(4, "#japan-defence", (make_alert(title="Coastal radar <b>deal</b>"),)))
+    printed = buffer.getvalue()
+    assert "also reported by mofa-en" in printed
+    assert "removed “sign”; added “ratify”" in printed
+    assert "confirmed by 2 independent sources: mofa-en, nhk-world" in printed
+    assert "1 more alerts (flood control)" in printed and "Coastal radar <b>deal</b>" in printed

@@ -207,8 +207,12 @@ def test_a_changed_entry_is_updated_without_a_second_alert(
     clock.advance(hours=1)
     outcomes = {o.feed: o for o in bot.poller.cycle(force=True)}
     assert (outcomes["uk-mod"].new, outcomes["uk-mod"].changed) == (0, 1)
-    assert bot.deliverer.deliver_due().sent == 0
-    assert len(fake_slack.posts) == 2
+    report = bot.deliverer.deliver_due()
+    assert (report.sent, report.replies) == (0, 1)
+    assert len(fake_slack.top_level()) == 2, "the change is a thread reply, not a new alert"
+    (gcap,) = [p for p in fake_slack.top_level() if "GCAP" in (p.text or "")]
+    (reply,) = fake_slack.thread(gcap.ts)
+    assert "“(updated)”" in reply.blocks[1]["text"]["text"]
 
 
 def test_removing_a_feed_from_the_file_stops_polling_it(

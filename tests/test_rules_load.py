@@ -192,7 +192,8 @@ def test_run_examples_reports_each_example(rules_dir: Path) -> None:
     assert results[0].example.title == "OSA radars for the Philippines"
     assert results[0].rule_id == "osa-demo"
     assert "excluded by uk_acts" in results[2].reason
-    assert results[3].reason == "the query did not match"
+    assert results[3].reason == (
+        "the query did not match: found Philippines; missing ($osa_long OR $osa_acronym)")
 
 
 def test_a_failing_example_says_why(rules_dir: Path) -> None:
@@ -207,7 +208,7 @@ def test_a_failing_example_says_why(rules_dir: Path) -> None:
         """)
     results = run_examples(load_rules(rules_dir))
     assert [(r.kind, r.failed, r.reason) for r in results] == [
-        ("match", True, "the query did not match"),
+        ("match", True, "the query did not match: none of its terms occur; missing gcap"),
         ("no_match", True, "matched: gcap"),
         ("todo_no_match", False, "matched: gcap"),
     ]
@@ -386,6 +387,26 @@ BROKEN = [
         "lists/bad.yaml", "- Philippines\n- {term: Fiji, alias: [フィジー]}\n",
         (2, 16, "unknown key 'alias' in entry of list 'bad'; did you mean 'aliases'?"),
         id="bad-list-entry",
+    ),
+    pytest.param(
+        "osa.yaml", "id: osa\ntitle: T\nquery: gcap AND /fy(20/\n",
+        (3, 17, "query: invalid regular expression /fy(20/: missing ): fy(20"),
+        id="invalid-regex",
+    ),
+    pytest.param(
+        "osa.yaml", "id: osa\ntitle: T\nquery: gcap OR /x*/\n",
+        (3, 16, "query: /x*/ matches empty text, so it would match every entry"),
+        id="regex-matching-empty-text",
+    ),
+    pytest.param(
+        "osa.yaml", "id: osa\ntitle: T\nquery: gcap OR /a(?=b)/\n",
+        (3, 16, "query: invalid regular expression /a(?=b)/"),
+        id="regex-look-ahead-refused-by-re2",
+    ),
+    pytest.param(
+        "osa.yaml", "id: osa\ntitle: T\nquery: gcap AND /fy20\n",
+        (3, 17, "query: unterminated regular expression: add the closing /"),
+        id="unterminated-regex",
     ),
     pytest.param(
         "lists/bad.yaml", "- Fiji\n- Tonga\n- Fiji\n",

@@ -4,8 +4,9 @@ reason on bad input; ``policybot COMMAND --help`` documents each.
     bot/cli/common.py    consoles, failures, settings, shared options
     bot/cli/service.py   run, poll, status, demo, db upgrade
     bot/cli/feeds.py     feeds list
-    bot/cli/rules.py     rules check, rules test
+    bot/cli/rules.py     rules check, test, explain, backtest
     bot/cli/alerts.py    alerts retry
+    bot/cli/digest.py    digest list, digest preview, digest send
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bot import __version__
 from bot.cli import service
 from bot.cli.alerts import alerts_app
 from bot.cli.common import out
+from bot.cli.digest import digest_app
 from bot.cli.feeds import feeds_app
 from bot.cli.rules import rules_app
 
@@ -35,6 +37,7 @@ app.add_typer(service.db_app, name="db")
 app.add_typer(feeds_app, name="feeds")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(digest_app, name="digest")
 
 
 @app.callback(invoke_without_command=True)

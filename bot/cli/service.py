@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +13,7 @@ import typer
 from bot import __version__
 from bot.app import open_app, utc_now
 from bot.cli.common import Verbose, err, escape_markup, fail, guarded, out, settings_or_exit
-from bot.cli.feeds import feed_health
+from bot.cli.feeds import health_of
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.summary import print_cycle
@@ -75,11 +76,13 @@ def poll(
         with open_app(settings, console=out) as bot:
             bot.deliverer.recover()
             if feed is not None and not any(
-                f.url == feed or f.name == feed for f in bot.store.list_feeds()
+                feed in (f.url, f.name, f.declared_url) for f in bot.store.list_feeds()
             ):
                 fail(f"--feed: no feed with URL or name {feed!r} in "
                      f"{settings.rules_dir / 'feeds.yaml'}")
             outcomes = bot.poller.cycle(force=True, url=feed)
+            if bot.ops is not None:
+                bot.ops.announce()
             report = bot.deliverer.deliver_due(wait=60.0)
             pending = bot.store.alert_counts()["pending"]
             print_cycle(out, outcomes, report.sent, pending, report.failed)
@@ -146,16 +149,22 @@ def status(verbose: Verbose = False) -> None:
             store = Store(engine)
             now = utc_now()
             feeds = store.list_feeds()
+            stale_after = timedelta(hours=settings.stale_after_hours)
+            healths = [(f, health_of(f, now, stale_after)) for f in feeds]
             health: dict[str, int] = {}
-            for f in feeds:
-                health[feed_health(f, now)] = health.get(feed_health(f, now), 0) + 1
+            for _, h in healths:
+                health[h.state] = health.get(h.state, 0) + 1
             summary = ", ".join(f"{n} {h}" for h, n in sorted(health.items())) or "none yet"
-            colour = "red" if health.get("failing") or health.get("gone") else "green"
+            colour = "red" if set(health) & {"failing", "stale", "gone", "silent"} else "green"
             out.print(f"[{colour}]feeds[/] {summary}")
-            for f in feeds:
-                if feed_health(f, now) in ("failing", "gone"):
-                    out.print(f"  {f.name}: {escape_markup(f.last_error or 'gone')} "
-                              f"({f.consecutive_failures} failures)", highlight=False)
+            for f, h in healths:
+                if h.state in ("failing", "stale", "gone", "silent"):
+                    # Stale, silent and gone need a person; a fresh failure may pass.
+                    problems += 1 if h.bad else 0
+                    why = f.last_error or h.reason if h.state != "silent" else h.reason
+                    out.print(escape_markup(f"  {f.name} [{h.state}]: {why or h.state} "
+                                            f"({f.consecutive_failures} failures)"),
+                              highlight=False)
             counts = store.alert_counts()
             colour = "red" if counts["failed"] else "green"
             out.print(f"[{colour}]alerts[/] {counts['pending']} pending, {counts['sending']} "
@@ -167,6 +176,9 @@ def status(verbose: Verbose = False) -> None:
                           f"{escape_markup(alert.title[:80])}", highlight=False)
             if counts["failed"]:
                 out.print("  fix the channel or token, then `policybot alerts retry --failed`")
+            from bot.cli.digest import print_digest_status
+
+            problems += print_digest_status(out, engine, settings, None)
         finally:
             engine.dispose()
         if problems:

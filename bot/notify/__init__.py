@@ -1,8 +1,9 @@
 """Alerts out: render for Slack (pure), send through one of three sinks.
 
     render_slack(alert) -> {"text", "blocks", "metadata"}      slack_render.py (pure)
-    Sender.send(alert) -> Sent | raises DeliveryError           sender.py
-      SlackBotSender   bot token, chat.postMessage, find_posted  slack.py
+    render_message(alert | reply | update | summary)           (bot.messages; pure)
+    Sender.send(message) -> Sent | raises DeliveryError         sender.py
+      SlackBotSender   bot token: post, thread, chat.update, find  slack.py
       WebhookSender    incoming webhook, at least once           slack.py
       ConsoleSender    Rich panel on the terminal                console.py
 

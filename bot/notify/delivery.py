@@ -4,7 +4,14 @@ The outbox is the source of truth. A row is claimed (pending → sending, commit
 is posted, and recorded (sent with its ts, failed with the reason, or pending again with the
 next attempt time) after. A row found in ``sending`` when the loop starts was mid-flight when
 a process died: with a bot token, the loop first looks for its own message in the channel
-(message metadata carries the alert id) and records that instead of posting again.
+(message metadata carries the row id; a thread reply is looked for in its thread) and records
+that instead of posting again. An update (``chat.update``) is simply made again: editing a
+message twice leaves it as editing it once.
+
+Flood control: in one pass (``deliver_due``, run after each poll cycle) a channel gets at
+most ``flood_cap`` top-level alerts, the most severe first; the rest are folded into one
+summary message that lists them, and each is recorded as delivered with it. Thread replies
+and updates are not counted: they do not reach the channel's main view.
 """
 
 from __future__ import annotations
@@ -16,23 +23,39 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.errors import DeliveryError
+from bot.messages import Message, Reply, Summary, Update
 from bot.model import Alert
-from bot.notify import Sender
+from bot.notify import Sender, Sent
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE = timedelta(seconds=10)
 RETRY_CAP = timedelta(minutes=15)
+FIND_SLACK = 300  # seconds before a row's creation that a search for its message starts
 
 
 @dataclass
 class DeliveryReport:
-    sent: int = 0
+    sent: int = 0  # alerts delivered: on their own or listed in a summary
+    summarised: int = 0  # of which listed in a summary
+    summaries: int = 0
+    replies: int = 0
+    updates: int = 0
     retrying: int = 0
     failed: int = 0
     reconciled: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+def _kind(message: Message) -> str:
+    if isinstance(message, Reply):
+        return "reply"
+    if isinstance(message, Update):
+        return "update"
+    if isinstance(message, Summary):
+        return "summary"
+    return "alert"
 
 
 @dataclass
@@ -43,48 +66,57 @@ class Deliverer:
     sleep: Callable[[float], None]
     pace: float = 1.0  # seconds between two posts to one channel (Slack: about 1 msg/s)
     batch: int = 50
+    flood_cap: int = 10  # top-level alerts per channel per pass; 0 turns flood control off
     rng: Callable[[], float] = random.random
     _last_post: dict[str, datetime] = field(default_factory=dict)
 
     def recover(self) -> DeliveryReport:
         """Settle rows left in ``sending`` by a process that died mid-post."""
         report = DeliveryReport()
-        for alert in self.store.in_flight_alerts():
-            ts = self._find_posted(alert)
+        for message in self.store.in_flight_alerts():
+            found = None if isinstance(message, Update) else self._find(message)
             now = self.clock()
-            if ts is not None:
-                self.store.mark_sent(alert.id, ts=ts, now=now)
+            if found is not None and found.ts is not None:
+                self.store.mark_sent(message.id, ts=found.ts, now=now, channel=found.channel)
                 report.reconciled += 1
-                log.info("delivery alert=%d reconciled ts=%s", alert.id, ts)
+                log.info("delivery %s=%d reconciled ts=%s", _kind(message), message.id,
+                         found.ts)
             else:
-                self.store.mark_retry(alert.id, at=now, error="interrupted; posting again")
+                self.store.mark_retry(message.id, at=now, error="interrupted; posting again")
         return report
 
-    def _find_posted(self, alert: Alert) -> str | None:
-        finder = getattr(self.sender, "find_posted", None)
+    def _find(self, message: Message) -> Sent | None:
+        finder = getattr(self.sender, "find", None)
         if finder is None:
             return None
-        oldest = alert.created_at.timestamp() - 300 if alert.created_at else None
+        created = message.created_at
+        oldest = created.timestamp() - FIND_SLACK if created is not None else None
         try:
-            found = finder(alert.channel, alert.id, oldest=oldest)
+            found = finder(message, oldest)
         except DeliveryError as exc:
-            log.warning("delivery alert=%d could not check channel history: %s", alert.id, exc)
+            log.warning("delivery %s=%d could not check channel history: %s", _kind(message),
+                        message.id, exc)
             return None
-        return found if isinstance(found, str) else None
+        return found if isinstance(found, Sent) else None
 
     def deliver_due(self, *, wait: float = 0.0, stop: Callable[[], bool] = lambda: False
                     ) -> DeliveryReport:
-        """Post every due alert. With ``wait`` > 0, also wait (up to that many seconds from
-        now) for retries that fall due, e.g. a 429's Retry-After, before returning."""
+        """Post every due message: one pass. With ``wait`` > 0, also wait (up to that many
+        seconds from now) for retries that fall due, e.g. a 429's Retry-After."""
         report = DeliveryReport()
+        posted: dict[str, int] = {}  # top-level alerts per channel in this pass
         deadline = self.clock() + timedelta(seconds=wait)
         while not stop():
+            if self.flood_cap > 0:
+                for summary_id in self.store.fold_flood(self.clock(), self.flood_cap, posted):
+                    log.info("delivery flood control: summary=%d", summary_id)
             claimed = self.store.claim_alerts(self.clock(), limit=self.batch)
-            for alert in claimed:
+            for message in claimed:
                 if stop():
-                    self.store.mark_retry(alert.id, at=self.clock(), error="shutdown")
+                    self.store.mark_retry(message.id, at=self.clock(), error="shutdown")
                     continue
-                self._deliver_one(alert, report)
+                if self._deliver_one(message, report) and type(message) is Alert:
+                    posted[message.channel] = posted.get(message.channel, 0) + 1
             if claimed:
                 continue
             due = self.store.next_alert_due()
@@ -93,36 +125,54 @@ class Deliverer:
             self.sleep(max((due - self.clock()).total_seconds(), 0.0))
         return report
 
-    def _deliver_one(self, alert: Alert, report: DeliveryReport) -> None:
-        self._pace(alert.channel)
+    def _deliver_one(self, message: Message, report: DeliveryReport) -> bool:
+        kind = _kind(message)
+        self._pace(message.channel)
         try:
-            sent = self.sender.send(alert)
+            sent = self.sender.send(message)
         except DeliveryError as exc:
             now = self.clock()
             if exc.permanent:
-                self.store.mark_failed(alert.id, error=exc.message, now=now)
-                report.failed += 1
+                self.store.mark_failed(message.id, error=exc.message, now=now)
+                report.failed += 1 + (len(message.alerts) if isinstance(message, Summary) else 0)
                 report.errors.append(str(exc))
-                log.error("delivery alert=%d channel=%s failed: %s", alert.id, alert.channel,
-                          exc.message)
-                return
-            at = now + self._retry_delay(alert, exc)
-            self.store.mark_retry(alert.id, at=at, error=exc.message)
+                log.error("delivery %s=%d channel=%s failed: %s", kind, message.id,
+                          message.channel, exc.message)
+                return False
+            at = now + self._retry_delay(message, exc)
+            self.store.mark_retry(message.id, at=at, error=exc.message)
             report.retrying += 1
-            log.warning("delivery alert=%d channel=%s retry at %s: %s", alert.id,
-                        alert.channel, at.isoformat(timespec="seconds"), exc.message)
-            return
+            log.warning("delivery %s=%d channel=%s retry at %s: %s", kind, message.id,
+                        message.channel, at.isoformat(timespec="seconds"), exc.message)
+            return False
         now = self.clock()
-        self._last_post[alert.channel] = now
-        self.store.mark_sent(alert.id, ts=sent.ts, now=now, channel=sent.channel)
-        report.sent += 1
-        log.info("delivery alert=%d channel=%s sent ts=%s", alert.id, alert.channel, sent.ts)
+        if sent.note is None:
+            self._last_post[message.channel] = now
+        self.store.mark_sent(message.id, ts=sent.ts, now=now, channel=sent.channel,
+                             note=sent.note)
+        if isinstance(message, Summary):
+            report.summaries += 1
+            report.summarised += len(message.alerts)
+            report.sent += len(message.alerts)
+        elif isinstance(message, Reply):
+            report.replies += 1
+        elif isinstance(message, Update):
+            report.updates += 1
+        else:
+            report.sent += 1
+        if sent.note is not None:
+            log.info("delivery %s=%d channel=%s not posted: %s", kind, message.id,
+                     message.channel, sent.note)
+        else:
+            log.info("delivery %s=%d channel=%s sent ts=%s", kind, message.id,
+                     message.channel, sent.ts)
+        return True
 
-    def _retry_delay(self, alert: Alert, exc: DeliveryError) -> timedelta:
+    def _retry_delay(self, message: Message, exc: DeliveryError) -> timedelta:
         if exc.retry_after is not None:
             return timedelta(seconds=exc.retry_after)
         # Exponential with jitter, from the attempt count the claim recorded.
-        attempts = self.store.alert_attempts(alert.id)
+        attempts = self.store.alert_attempts(message.id)
         delay: timedelta = min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
         return delay / 2 + (delay / 2) * self.rng()
 

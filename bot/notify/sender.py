@@ -1,4 +1,4 @@
-"""What every sink has in common: ``send(alert) -> Sent`` or a ``DeliveryError``.
+"""What every sink has in common: ``send(message) -> Sent`` or a ``DeliveryError``.
 
 The delivery loop (``bot/notify/delivery.py``) owns retries, pacing and the outbox; a sender
 makes exactly one attempt and says how it went.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.model import Alert
+from bot.messages import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,18 +20,22 @@ class Sent:
     answered with (``C0123…``, which ``chat.update`` and ``conversations.history`` need),
     otherwise the alert's channel as routed. ``ts`` is Slack's message timestamp, the
     message's identity within the channel; None when the sink has none (webhook, console).
+    ``note`` says why nothing was posted when a sink skips a message it cannot show (an
+    update without a message to edit, a duplicate on a webhook that cannot thread).
     """
 
     channel: str
     ts: str | None
+    note: str | None = None
 
 
 class Sender(Protocol):
-    """A sink for alerts. ``send`` raises ``bot.errors.DeliveryError`` when it fails."""
+    """A sink for outbox messages (alerts, thread replies, updates, summaries). ``send``
+    raises ``bot.errors.DeliveryError`` when it fails."""
 
     @property
     def name(self) -> str:
         """``"slack"``, ``"webhook"`` or ``"console"``: recorded with each delivery."""
         ...
 
-    def send(self, alert: Alert) -> Sent: ...
+    def send(self, message: Message) -> Sent: ...

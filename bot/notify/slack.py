@@ -28,9 +28,9 @@ from slack_sdk.webhook import WebhookClient
 
 from bot import __version__
 from bot.errors import ConfigError, DeliveryError
-from bot.model import Alert
+from bot.messages import Message, Reply, Update
 from bot.notify.sender import Sent
-from bot.notify.slack_render import EVENT_TYPE, render_slack
+from bot.notify.slack_render import EVENT_TYPE, render_message
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ HINTS: Mapping[str, str] = {
     "no_text": _BUG_HINT,
     "restricted_action": "a workspace admin restricts posting in this channel",
 }
+
+# chat.update answers that mean "there is no message to edit any more": not worth failing
+# the row for, nothing an operator can fix.
+UNEDITABLE = ("message_not_found", "cant_update_message", "edit_window_closed")
 
 _WEBHOOK_GONE = (
     "the webhook was removed or its URL is wrong: create a new incoming webhook and set "
@@ -239,26 +243,70 @@ class SlackBotSender:
             message = f"{method}: {_describe_network_error(exc)}"
             raise DeliveryError(channel, secrets.scrub(message), permanent=False) from exc
 
-    def send(self, alert: Alert) -> Sent:
-        payload = render_slack(alert)
-        with self._translating(alert.channel, "chat.postMessage"):
+    def send(self, message: Message) -> Sent:
+        """Post an alert or a summary; post a reply in its alert's thread; edit the alert an
+        update names (``chat.update``, https://docs.slack.dev/reference/methods/chat.update)."""
+        if isinstance(message, Update):
+            return self._update(message)
+        payload = render_message(message)
+        channel = message.channel
+        thread_ts: str | None = None
+        if isinstance(message, Reply) and message.thread is not None:
+            channel, thread_ts = message.thread.channel, message.thread.ts
+        with self._translating(message.channel, "chat.postMessage"):
             response = self._client.chat_postMessage(
-                channel=alert.channel,
+                channel=channel,
                 text=payload["text"],
                 blocks=payload["blocks"],
                 metadata=payload["metadata"],
+                thread_ts=thread_ts,
                 unfurl_links=False,
                 unfurl_media=False,
             )
-        channel_id = str(response.get("channel") or alert.channel)
+        channel_id = str(response.get("channel") or channel)
         ts = response.get("ts")
-        if alert.channel.startswith("#"):
-            self._channel_ids[alert.channel] = channel_id
-        log.debug("alert %s posted to %s ts=%s", alert.id, channel_id, ts)
+        if channel.startswith("#"):
+            self._channel_ids[channel] = channel_id
+        log.debug("message %s posted to %s ts=%s", message.id, channel_id, ts)
         return Sent(channel=channel_id, ts=str(ts) if ts else None)
 
+    def _update(self, update: Update) -> Sent:
+        if update.target is None:
+            return Sent(update.channel, None, note="nothing to edit: the alert went out in a "
+                        "summary or without a message id")
+        payload = render_message(update)
+        try:
+            with self._translating(update.channel, "chat.update"):
+                response = self._client.chat_update(
+                    channel=update.target.channel,
+                    ts=update.target.ts,
+                    text=payload["text"],
+                    blocks=payload["blocks"],
+                    metadata=payload["metadata"],
+                )
+        except DeliveryError as exc:
+            if exc.permanent and any(code in exc.message for code in UNEDITABLE):
+                # Deleted by someone, or too old to edit: the thread replies still say it.
+                return Sent(update.target.channel, None, note=exc.message)
+            raise
+        return Sent(str(response.get("channel") or update.target.channel),
+                    str(response.get("ts") or update.target.ts))
+
+    def find(self, message: Message, oldest: float | None = None) -> Sent | None:
+        """Our message for an outbox row, if Slack has it: in the channel's history, or for a
+        thread reply in its thread (replies are not in ``conversations.history``)."""
+        if isinstance(message, Reply) and message.thread is not None:
+            ts = self.find_posted(message.thread.channel, message.id, oldest,
+                                  thread_ts=message.thread.ts)
+            return Sent(message.thread.channel, ts) if ts else None
+        ts = self.find_posted(message.channel, message.id, oldest)
+        if ts is None:
+            return None
+        return Sent(self._channel_ids.get(message.channel, message.channel), ts)
+
     def find_posted(
-        self, channel: str, alert_id: int, oldest: float | None = None, *, max_pages: int = 50
+        self, channel: str, alert_id: int, oldest: float | None = None, *, max_pages: int = 50,
+        thread_ts: str | None = None,
     ) -> str | None:
         """The ts of our message for ``alert_id`` in ``channel`` (a name or an ID), or None.
 
@@ -267,18 +315,24 @@ class SlackBotSender:
         pages of 200 messages, whichever comes first. Needs the ``channels:history`` scope
         (``groups:history`` for private channels), and ``channels:read`` to look up a "#name".
         https://docs.slack.dev/reference/methods/conversations.history
+
+        With ``thread_ts`` it pages that thread instead (``conversations.replies``).
+        https://docs.slack.dev/reference/methods/conversations.replies
         """
         conversation = self._conversation_id(channel)
         cursor: str | None = None
+        method = "conversations.replies" if thread_ts else "conversations.history"
         for _ in range(max_pages):
-            with self._translating(channel, "conversations.history"):
-                response = self._client.conversations_history(
-                    channel=conversation,
-                    include_all_metadata=True,
-                    oldest=f"{oldest:.6f}" if oldest is not None else None,
-                    cursor=cursor,
-                    limit=200,
-                )
+            with self._translating(channel, method):
+                since = f"{oldest:.6f}" if oldest is not None else None
+                if thread_ts:
+                    response = self._client.conversations_replies(
+                        channel=conversation, ts=thread_ts, include_all_metadata=True,
+                        oldest=since, cursor=cursor, limit=200)
+                else:
+                    response = self._client.conversations_history(
+                        channel=conversation, include_all_metadata=True, oldest=since,
+                        cursor=cursor, limit=200)
             for message in response.get("messages") or []:
                 if _is_alert_message(message, alert_id):
                     return str(message["ts"])
@@ -358,8 +412,16 @@ class WebhookSender:
     def __repr__(self) -> str:
         return "WebhookSender(url=[redacted])"
 
-    def send(self, alert: Alert) -> Sent:
-        payload = render_slack(alert)
+    def send(self, message: Message) -> Sent:
+        """Post the message in the webhook's channel. A webhook cannot thread or edit: an
+        update is skipped, a duplicate is skipped (a top-level "also reported" would be the
+        noise threads exist to avoid), a change goes out naming the alert it changes."""
+        if isinstance(message, Update):
+            return Sent(message.channel, None, note="webhook: cannot edit messages")
+        if isinstance(message, Reply) and message.change is None:
+            return Sent(message.channel, None, note="webhook: cannot thread a duplicate")
+        channel = message.channel
+        payload = render_message(message)
         try:
             response = self._client.send(
                 text=payload["text"],
@@ -368,25 +430,25 @@ class WebhookSender:
                 unfurl_media=False,
             )
         except (OSError, http.client.HTTPException, SlackRequestError) as exc:
-            message = self._secrets.scrub(f"webhook: {_describe_network_error(exc)}")
+            error = self._secrets.scrub(f"webhook: {_describe_network_error(exc)}")
             # Not chained: urllib/http.client messages can quote the URL (e.g. InvalidURL).
-            raise DeliveryError(alert.channel, message, permanent=False) from None
+            raise DeliveryError(channel, error, permanent=False) from None
         status = response.status_code
         if 200 <= status < 300:
-            return Sent(channel=alert.channel, ts=None)
+            return Sent(channel=channel, ts=None)
         body = self._secrets.scrub(" ".join(str(response.body or "").split()))[:100]
         reason = body or f"HTTP {status}"
         if status == 429:
             after = _retry_after(response.headers)
             wait = f", retry after {after:g}s" if after is not None else ""
             raise DeliveryError(
-                alert.channel, f"webhook: rate limited{wait}", permanent=False, retry_after=after
+                channel, f"webhook: rate limited{wait}", permanent=False, retry_after=after
             )
         if status >= 500 or status == 408 or status < 400:
             raise DeliveryError(
-                alert.channel, f"webhook: HTTP {status} ({reason})", permanent=False
+                channel, f"webhook: HTTP {status} ({reason})", permanent=False
             )
-        message = f"webhook: HTTP {status} {reason}"
+        error = f"webhook: HTTP {status} {reason}"
         if body in WEBHOOK_HINTS:
-            message += f" — {WEBHOOK_HINTS[body]}"
-        raise DeliveryError(alert.channel, message, permanent=True)
+            error += f" — {WEBHOOK_HINTS[body]}"
+        raise DeliveryError(channel, error, permanent=True)

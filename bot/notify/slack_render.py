@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from bot.model import Alert, Severity
+from bot.messages import Change, Message, Reply, Summary, Update
+from bot.model import Alert, AlertRule, Severity
 from bot.notify.snippet import Snippet, clean_inline, clusters, make_snippet
 
 EVENT_TYPE = "policybot_alert"
@@ -211,12 +212,27 @@ def _snippet_section(snippet: Snippet) -> str:
     return lead + body + trail
 
 
-def _rules_context(alert: Alert) -> str:
+def _rules_units(rules: Sequence[AlertRule]) -> list[str]:
     pieces = [
         ["`", *mrkdwn_units(r.id), "`", f" v{escape_mrkdwn(short_version(r.version))}"]
-        for r in alert.rules
+        for r in rules
     ]
-    return fit(["Rules: ", *_joined_units(pieces, " · ")], SECTION_MAX)
+    return ["Rules: ", *_joined_units(pieces, " · ")]
+
+
+def _rules_context(alert: Alert) -> str:
+    units = _rules_units(alert.rules)
+    if alert.first_mentions:
+        # `track: LIST`: a list member no alert of these rules has named before.
+        units += [" · first mention: ", *_joined_units(
+            (mrkdwn_units(m) for m in alert.first_mentions), ", ")]
+    return fit(units, SECTION_MAX)
+
+
+def _sources_context(sources: Sequence[str]) -> str:
+    names = _joined_units((mrkdwn_units(s) for s in sources), ", ")
+    return fit([f"\u2705 Confirmed by {len(sources)} independent sources: ", *names],
+               SECTION_MAX)
 
 
 def _fallback_text(alert: Alert) -> str:
@@ -235,8 +251,12 @@ def alert_metadata(alert: Alert) -> dict[str, Any]:
     return {"event_type": EVENT_TYPE, "event_payload": {"alert_id": alert.id, "entry_key": key}}
 
 
-def render_slack(alert: Alert) -> dict[str, Any]:
-    """The ``chat.postMessage`` arguments for one alert: ``text``, ``blocks``, ``metadata``."""
+def render_slack(alert: Alert, *, sources: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``chat.postMessage`` arguments for one alert: ``text``, ``blocks``, ``metadata``.
+
+    ``sources`` (the alert's feed first, then each independent feed that reported the same
+    story) adds a "confirmed by" line once there are two: what ``chat.update`` sends.
+    """
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _header(alert), "emoji": True}},
         {"type": "section", "text": _mrkdwn(_title_section(alert))},
@@ -247,10 +267,161 @@ def render_slack(alert: Alert) -> dict[str, Any]:
     snippet = make_snippet(alert.entry, alert.hits)
     if snippet is not None:
         blocks.append({"type": "section", "text": _mrkdwn(_snippet_section(snippet))})
-    if alert.rules:
+    if alert.rules or alert.first_mentions:
         blocks.append({"type": "context", "elements": [_mrkdwn(_rules_context(alert))]})
+    text = _fallback_text(alert)
+    if len(sources) > 1:
+        blocks.append({"type": "context", "elements": [_mrkdwn(_sources_context(sources))]})
+        text = fit([text, f" (confirmed by {len(sources)} sources)"], TEXT_MAX)
     return {
-        "text": _fallback_text(alert),
+        "text": text,
         "blocks": blocks[:MAX_BLOCKS],
         "metadata": alert_metadata(alert),
     }
+
+
+# --- thread replies, updates and summaries (issue 4) ---------------------------------------
+
+
+def _message_metadata(kind: str, message_id: int, entry_key: str | None = None
+                      ) -> dict[str, Any]:
+    payload: dict[str, Any] = {"alert_id": message_id, "kind": kind}
+    if entry_key is not None:
+        payload["entry_key"] = (fit(clusters(entry_key), ENTRY_KEY_MAX)
+                                if slack_len(entry_key) > ENTRY_KEY_MAX else entry_key)
+    return {"event_type": EVENT_TYPE, "event_payload": payload}
+
+
+def _linked_title(title: str, link: str | None, limit: int = TITLE_MAX) -> str:
+    label = mrkdwn_units(title) or ["(untitled)"]
+    url = slack_url(link)
+    if url is None:
+        return fit(label, limit)
+    return f"<{url}|{fit(label, limit)}>"
+
+
+def _quoted(text: str, limit: int = 400) -> list[str]:
+    return ["\u201c", fit(mrkdwn_units(text), limit), "\u201d"]
+
+
+def change_lines(change: Change) -> list[list[str]]:
+    """What changed, as lines of escaped units: title words, the text, the link."""
+    lines: list[list[str]] = []
+    if change.title_removed or change.title_added:
+        line = ["Title: "]
+        if change.title_removed:
+            line += ["removed ", *_joined_units(
+                (_quoted(w, 200) for w in change.title_removed), ", ")]
+        if change.title_added:
+            line += ["; " if change.title_removed else "", "added ", *_joined_units(
+                (_quoted(w, 200) for w in change.title_added), ", ")]
+        lines.append(line)
+    if change.text_field and (change.text_removed or change.text_added):
+        line = [f"{change.text_field.capitalize()}: "]
+        if change.text_removed:
+            line += ["removed ", *_quoted(change.text_removed)]
+        if change.text_added:
+            line += ["; " if change.text_removed else "", "added ", *_quoted(change.text_added)]
+        lines.append(line)
+    if change.link_changed:
+        lines.append(["The link changed."])
+    return lines or [["The text changed."]]
+
+
+def _reply_heading(reply: Reply) -> list[str]:
+    feed = fit(mrkdwn_units(reply.feed_name), AUTHOR_MAX)
+    if reply.change is not None:
+        return ["\u270f\ufe0f *Updated* by ", feed, ": "]
+    dup = reply.duplicate
+    if dup is not None and not dup.independent:
+        return ["\u21aa\ufe0f *Also listed* by ", feed, ": "]
+    return ["\u21aa\ufe0f *Also reported* by ", feed, ": "]
+
+
+def render_reply(reply: Reply) -> dict[str, Any]:
+    """A thread reply: another source for the story, or what changed in the entry. Without
+    a thread (a webhook), it names the alert it belongs to."""
+    entry = reply.entry
+    blocks: list[dict[str, Any]] = []
+    head = _reply_heading(reply)
+    title = _linked_title(entry.title, entry.link)
+    blocks.append({"type": "section", "text": _mrkdwn(fit([*head, title], SECTION_MAX))})
+    if reply.change is not None:
+        body = _joined_units(change_lines(reply.change), "\n")
+        blocks.append({"type": "section", "text": _mrkdwn(fit(body, SECTION_MAX))})
+    context: list[list[str]] = []
+    if entry.author:
+        context.append([fit(mrkdwn_units(entry.author), AUTHOR_MAX)])
+    when = entry.published or entry.updated
+    if when is not None:
+        context.append([_slack_date(when)])
+    if reply.duplicate is not None:
+        how = "same link" if reply.duplicate.reason == "link" else "near-identical title"
+        context.append([how])
+    if reply.rules:
+        context.append(_rules_units(reply.rules))
+    if reply.thread is None and reply.parent_title:
+        context.append(["re: ", fit(mrkdwn_units(reply.parent_title), TITLE_MAX)])
+    if context:
+        blocks.append({"type": "context", "elements": [
+            _mrkdwn(fit(_joined_units(context, " · "), SECTION_MAX))]})
+    verb = "updated" if reply.change is not None else "also reported"
+    text = fit([f"{verb} by ", *mrkdwn_units(reply.feed_name), ": ",
+                *(mrkdwn_units(entry.title) or ["(untitled)"])], TEXT_MAX)
+    return {"text": text, "blocks": blocks,
+            "metadata": _message_metadata("reply", reply.id, entry.key)}
+
+
+def render_update(update: Update) -> dict[str, Any]:
+    """The first alert again, now saying which sources confirmed it (for ``chat.update``).
+    The metadata stays the alert's own, so that a recovery search still finds it."""
+    return render_slack(update.alert, sources=update.sources)
+
+
+def _summary_line(alert: Alert) -> str:
+    rules = _joined_units((["`", *mrkdwn_units(r.id), "`"] for r in alert.rules), " ")
+    feed = fit(mrkdwn_units(alert.feed_name), AUTHOR_MAX)
+    return fit([f"{SEVERITY_EMOJI[alert.severity]} ",
+                _linked_title(alert.entry.title, alert.entry.link, 200),
+                " · ", feed, " · ", *rules], 900)
+
+
+def render_summary(summary: Summary) -> dict[str, Any]:
+    """Flood control: one message listing the alerts over the channel's cap, most severe
+    first, as many as Slack's limits allow, then how many more."""
+    alerts = sorted(summary.alerts, key=lambda a: (-a.severity.rank, a.id))
+    count = len(alerts)
+    heading = f"\U0001f4cb {count} more alert{'s' if count != 1 else ''} (flood control)"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": heading, "emoji": True}},
+    ]
+    section: list[str] = []
+    shown = 0
+    for alert in alerts:
+        line = _summary_line(alert)
+        if section and slack_len("\n".join([*section, line])) > SECTION_MAX:
+            if len(blocks) >= MAX_BLOCKS - 2:
+                break
+            blocks.append({"type": "section", "text": _mrkdwn("\n".join(section))})
+            section = []
+        section.append(line)
+        shown += 1
+    if section:
+        blocks.append({"type": "section", "text": _mrkdwn("\n".join(section))})
+    note = "Too many alerts for this channel in one cycle; each is listed once here."
+    if shown < count:
+        note = f"…and {count - shown} more, in `policybot status` and the digest. " + note
+    blocks.append({"type": "context", "elements": [_mrkdwn(note)]})
+    return {"text": heading, "blocks": blocks[:MAX_BLOCKS],
+            "metadata": _message_metadata("summary", summary.id)}
+
+
+def render_message(message: Message) -> dict[str, Any]:
+    """``render_slack`` and friends, by kind."""
+    if isinstance(message, Reply):
+        return render_reply(message)
+    if isinstance(message, Update):
+        return render_update(message)
+    if isinstance(message, Summary):
+        return render_summary(message)
+    return render_slack(message)

@@ -7,7 +7,7 @@ the rules directory in :func:`load_rules`.
 """
 
 from bot.rules.examples import ExampleResult, run_examples
-from bot.rules.load import RuleLoadError, load_rules
+from bot.rules.load import RuleLoadError, load_rule_file, load_rules
 from bot.rules.match import DEFAULT_FIELDS, Document, field_text
 from bot.rules.ruleset import Evaluation, Example, Rule, RuleSet
 
@@ -21,6 +21,7 @@ __all__ = [
     "RuleLoadError",
     "RuleSet",
     "field_text",
+    "load_rule_file",
     "load_rules",
     "run_examples",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.model import Entry, Hit
+from bot.rules.explain import explain, missing_parts, terms_found
 from bot.rules.match import Document
 from bot.rules.ruleset import Example, ExampleKind, Rule, RuleSet
 
@@ -46,17 +47,25 @@ def run_example(rule: Rule, example: Example) -> ExampleResult:
         matched, why = False, f"feed '{feed}' is outside scope.feeds"
         hits: tuple[Hit, ...] = ()
     else:
-        result = rule.evaluate(Document(example.entry, feed_name=feed))
+        doc = Document(example.entry, feed_name=feed)
+        result = rule.evaluate(doc)
         matched, hits = result.matched, result.hits
         if result.matched:
             why = f"matched: {_describe(hits)}"
         elif result.query_matched:
-            why = (
-                f"query matched ({_describe(hits)}) but excluded by "
-                f"{', '.join(result.excluded_by)}"
-            )
+            fired = []
+            for name, part in explain(rule, doc).excludes:
+                if name in result.excluded_by:
+                    fired.append(f"{name} (found {', '.join(terms_found(part)) or 'no term'})")
+            why = f"query matched ({_describe(hits)}) but excluded by {'; '.join(fired)}"
         else:
-            why = "the query did not match"
+            query = explain(rule, doc).query
+            found = terms_found(query)
+            why = (
+                "the query did not match: "
+                + (f"found {', '.join(found[:8])}" if found else "none of its terms occur")
+                + f"; missing {', '.join(missing_parts(query)[:4])}"
+            )
     wants_match = example.kind in ("match", "todo_match")
     return ExampleResult(
         rule_id=rule.id,

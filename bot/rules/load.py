@@ -769,3 +769,15 @@ def load_rules(directory: Path) -> RuleSet:
         raise RuleLoadError(errors)
     loaded = tuple(t for t in lists.values() if t is not None)
     return RuleSet(tuple(rules), loaded, tuple(sorted(warnings, key=_error_order)))
+
+
+def load_rule_file(path: Path, rules_dir: Path) -> Rule:
+    """One rule file, wherever it is (an edit not yet in ``rules_dir``), with the shared
+    lists of ``rules_dir``. Raises :class:`RuleLoadError` with every problem in it."""
+    errors: list[RuleError] = []
+    warnings: list[RuleError] = []
+    lists = _load_lists(rules_dir / LISTS_DIR, errors, warnings)
+    rule = _load_rule(path, lists, errors, warnings)
+    if errors or rule is None:
+        raise RuleLoadError(errors or [RuleError("not a rule", path=path)])
+    return rule

@@ -22,8 +22,9 @@ from bot.rules.terms import (
     find_all,
     looks_like_acronym,
     make_pattern,
+    make_regex_pattern,
 )
-from bot.rules.text import Normalized, normalize, word_numbers
+from bot.rules.text import Normalized, WordIndex, normalize
 
 # Fields searched when a rule does not narrow them with ``scope.fields``. Author and link are
 # left out on purpose: a byline or a URL slug is rarely what an analyst means by a mention.
@@ -118,12 +119,17 @@ class _Compiler:
     def leaf(self, node: q.Term | q.TermRef | q.ListRef) -> Leaf | None:
         if isinstance(node, q.Term):
             try:
-                pattern = make_pattern(
-                    node.text, case_sensitive=node.case_sensitive, prefix=node.prefix
-                )
+                if node.regex:
+                    pattern = make_regex_pattern(node.text, case_sensitive=node.case_sensitive)
+                else:
+                    pattern = make_pattern(
+                        node.text, case_sensitive=node.case_sensitive, prefix=node.prefix
+                    )
             except PatternError as exc:
                 self.errors.append(CompileIssue(node.pos, str(exc)))
                 return None
+            if node.regex:
+                return Leaf((pattern,), self.source(node))
             if not node.case_sensitive and looks_like_acronym(node.text):
                 self.warnings.append(CompileIssue(
                     node.pos,
@@ -276,8 +282,8 @@ class Document:
         self.feed_name = feed_name
         self.feed_tags = frozenset(feed_tags)
         self._norm: dict[tuple[str, bool], Normalized] = {}
-        self._words: dict[tuple[str, bool], tuple[int, ...]] = {}
-        self._found: dict[tuple[str, tuple[str, bool, bool]], list[tuple[int, int]]] = {}
+        self._words: dict[tuple[str, bool], WordIndex] = {}
+        self._found: dict[tuple[str, tuple[str, bool, bool, bool]], list[tuple[int, int]]] = {}
 
     def normalized(self, field: str, casefold: bool) -> Normalized:
         key = (field, casefold)
@@ -286,12 +292,12 @@ class Document:
             norm = self._norm[key] = normalize(field_text(self.entry, field), casefold=casefold)
         return norm
 
-    def words(self, field: str, casefold: bool) -> tuple[int, ...]:
+    def words(self, field: str, casefold: bool) -> WordIndex:
         key = (field, casefold)
-        numbers = self._words.get(key)
-        if numbers is None:
-            numbers = self._words[key] = word_numbers(self.normalized(field, casefold).text)
-        return numbers
+        index = self._words.get(key)
+        if index is None:
+            index = self._words[key] = WordIndex(self.normalized(field, casefold).text)
+        return index
 
     def find(self, pattern: Pattern, field: str) -> list[Occurrence]:
         key = (field, pattern.key)
@@ -309,8 +315,8 @@ class Document:
         return Hit(occ.field, start, end, occ.label)
 
     def word_span(self, occ: Occurrence) -> tuple[int, int]:
-        numbers = self.words(occ.field, occ.casefold)
-        return numbers[occ.start], numbers[occ.end - 1]
+        index = self.words(occ.field, occ.casefold)
+        return index.number(occ.start), index.number(occ.end - 1)
 
 
 Outcome = tuple[bool, list[Occurrence]]

@@ -50,7 +50,8 @@ class QuerySyntaxError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Term:
-    """A literal: a word, ``word*`` prefix, or quoted phrase; ``case:`` makes it exact."""
+    """A literal: a word, ``word*`` prefix, quoted phrase or ``/regex/``; ``case:`` makes it
+    exact."""
 
     text: str
     prefix: bool
@@ -58,6 +59,7 @@ class Term:
     quoted: bool
     pos: int
     end: int
+    regex: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ class Token:
     quoted: bool = False
     distance: int = 0
     ordered: bool = False
+    regex: bool = False
 
     def describe(self, query: str) -> str:
         if self.kind is Tok.EOF:
@@ -185,11 +188,9 @@ def tokenize(query: str) -> list[Token]:
             tokens.append(Token(kind, i, m.end(), text=m.group()))
             i = m.end()
         elif c == "/":
-            raise QuerySyntaxError(
-                "regular expressions (/…/) are not supported yet; quote the text to search "
-                'for a slash, e.g. "a/b"',
-                i,
-            )
+            tok = _read_regex(query, i, case_sensitive=False, start=i)
+            tokens.append(tok)
+            i = tok.end
         else:
             tok = _read_term_or_word(query, i)
             tokens.append(tok)
@@ -213,6 +214,24 @@ def _read_phrase(query: str, i: int, *, case_sensitive: bool, start: int) -> Tok
         Tok.TERM, start, close + 1, text=body, prefix=prefix, case_sensitive=case_sensitive,
         quoted=True,
     )
+
+
+def _read_regex(query: str, i: int, *, case_sensitive: bool, start: int) -> Token:
+    """``/body/``: a backslash escapes the next character (``\\/`` is a slash)."""
+    j = i + 1
+    n = len(query)
+    while j < n and query[j] != "/":
+        j += 2 if query[j] == "\\" else 1
+    if j >= n:
+        raise QuerySyntaxError(
+            "unterminated regular expression: add the closing /, or quote the text to search "
+            'for a slash, e.g. "a/b"',
+            i,
+        )
+    body = query[i + 1 : j]
+    if not body:
+        raise QuerySyntaxError("empty regular expression //", i)
+    return Token(Tok.TERM, start, j + 1, text=body, case_sensitive=case_sensitive, regex=True)
 
 
 def _check_star(text: str, base: int) -> None:
@@ -239,6 +258,8 @@ def _read_term_or_word(query: str, i: int) -> Token:
         if head == "case":
             if after < n and query[after] == '"':
                 return _read_phrase(query, after, case_sensitive=True, start=i)
+            if after < n and query[after] == "/":
+                return _read_regex(query, after, case_sensitive=True, start=i)
             rest = query[after:j]
             if not rest:
                 raise QuerySyntaxError(
@@ -465,7 +486,8 @@ class _Parser:
             return FieldScope(tok.text, child, tok.pos, child.end)
         if tok.kind is Tok.TERM:
             self.advance()
-            return Term(tok.text, tok.prefix, tok.case_sensitive, tok.quoted, tok.pos, tok.end)
+            return Term(tok.text, tok.prefix, tok.case_sensitive, tok.quoted, tok.pos, tok.end,
+                        tok.regex)
         if tok.kind is Tok.TERMREF:
             self.advance()
             return TermRef(tok.text, tok.pos, tok.end)
@@ -487,7 +509,7 @@ def _lower_operator(item: Token | Node) -> str:
         return ""
     if not isinstance(item, Token | Term):
         return ""
-    if item.quoted or item.case_sensitive or item.prefix:
+    if item.quoted or item.case_sensitive or item.prefix or item.regex:
         return ""
     return item.text if item.text in ("and", "or", "not") else ""
 
@@ -529,3 +551,59 @@ def iter_nodes(node: Node) -> list[Node]:
         out.extend(iter_nodes(node.left))
         out.extend(iter_nodes(node.right))
     return out
+
+
+def format_query(node: Node) -> str:
+    """The query text for a tree, fully parenthesised where the grammar needs it; parsing
+    the result gives the same tree (:func:`shape` equal)."""
+    if isinstance(node, Term):
+        if node.regex:
+            body = f"/{node.text}/"
+        elif node.quoted or not _plain_word(node.text):
+            body = f'"{node.text}{"*" if node.prefix else ""}"'
+            return f"case:{body}" if node.case_sensitive else body
+        else:
+            body = node.text + ("*" if node.prefix else "")
+        return f"case:{body}" if node.case_sensitive else body
+    if isinstance(node, TermRef):
+        return f"${node.name}"
+    if isinstance(node, ListRef):
+        return f"@{node.name}"
+    if isinstance(node, Not):
+        return f"NOT {_operand(node.child)}"
+    if isinstance(node, And | Or):
+        op = " AND " if isinstance(node, And) else " OR "
+        return op.join(_operand(c) for c in node.children)
+    if isinstance(node, Near):
+        op = f"{'O' if node.ordered else ''}NEAR/{node.distance}"
+        return f"{_operand(node.left)} {op} {_operand(node.right)}"
+    child = format_query(node.child)
+    if isinstance(node.child, And | Or | Near | Not | FieldScope):
+        child = f"({child})"  # field: takes a primary, and not another field:
+    return f"{node.field}:{child}"
+
+
+def _operand(node: Node) -> str:
+    text = format_query(node)
+    return f"({text})" if isinstance(node, And | Or | Near) else text
+
+
+def _plain_word(text: str) -> bool:
+    if not text or text in _OPERATORS or _PROX.fullmatch(text) or text[0] in "$@/":
+        return False
+    return not any(c.isspace() or c in _WORD_STOP or c in "*:" for c in text)
+
+
+def shape(node: Node) -> tuple[object, ...]:
+    """``node`` without source positions, for comparing trees."""
+    if isinstance(node, Term):
+        return ("term", node.text, node.prefix, node.case_sensitive, node.regex)
+    if isinstance(node, TermRef | ListRef):
+        return (type(node).__name__, node.name)
+    if isinstance(node, Not):
+        return ("not", shape(node.child))
+    if isinstance(node, And | Or):
+        return (type(node).__name__, tuple(shape(c) for c in node.children))
+    if isinstance(node, Near):
+        return ("near", shape(node.left), shape(node.right), node.distance, node.ordered)
+    return ("field", node.field, shape(node.child))

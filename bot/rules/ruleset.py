@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bot.errors import RuleError
 from bot.model import Entry, Hit, Match, RuleStatus, Severity
 from bot.rules.match import DEFAULT_FIELDS, Compiled, Document, Occurrence, evaluate
 from bot.rules.query import TEXT_FIELDS
 from bot.rules.terms import TermList
+
+if TYPE_CHECKING:
+    from bot.rules.engine import Engine
 
 ExampleKind = Literal["match", "no_match", "todo_match", "todo_no_match"]
 EXAMPLE_KINDS: tuple[ExampleKind, ...] = ("match", "no_match", "todo_match", "todo_no_match")
@@ -44,33 +46,29 @@ class Evaluation:
 _FIELD_ORDER = {name: i for i, name in enumerate(TEXT_FIELDS)}
 
 
-def _covered(hits: Iterable[Hit], covers: Iterable[Hit]) -> set[Hit]:
-    """The hits that lie strictly inside one of ``covers`` (same field, larger span)."""
-    by_field: dict[str, list[tuple[int, int]]] = {}
-    for c in covers:
-        by_field.setdefault(c.field, []).append((c.start, c.end))
-    index: dict[str, tuple[list[int], list[int], dict[int, int]]] = {}
-    for name, spans in by_field.items():
-        spans.sort()
-        starts = [s for s, _ in spans]
-        reach: list[int] = []
-        widest: dict[int, int] = {}
-        for s, e in spans:
-            reach.append(max(e, reach[-1]) if reach else e)
-            widest[s] = max(e, widest.get(s, e))
-        index[name] = (starts, reach, widest)
-    out: set[Hit] = set()
+def _uncovered(hits: list[Hit], counts: Callable[[Hit], bool]) -> list[Hit]:
+    """``hits`` (sorted by field, start, longest first) without those strictly inside the span
+    of an earlier hit for which ``counts`` is true (same field, larger span)."""
+    kept: list[Hit] = []
+    field = ""
+    reach = -1  # the furthest end among counted hits with an earlier, different span
+    group_reach = -1
+    span: tuple[int, int] | None = None
     for h in hits:
-        if h.field not in index:
-            continue
-        starts, reach, widest = index[h.field]
-        before = bisect_left(starts, h.start)
-        if (before and reach[before - 1] >= h.end) or widest.get(h.start, -1) > h.end:
-            out.add(h)
-    return out
+        if h.field != field:
+            field, reach, group_reach, span = h.field, -1, -1, None
+        if (h.start, h.end) != span:
+            reach = max(reach, group_reach)
+            group_reach = -1
+            span = (h.start, h.end)
+        if reach < h.end:
+            kept.append(h)
+        if counts(h):
+            group_reach = max(group_reach, h.end)
+    return kept
 
 
-def _sorted_hits(hits: Iterable[Hit], tracked: frozenset[str] = frozenset()) -> tuple[Hit, ...]:
+def sorted_hits(hits: Iterable[Hit], tracked: frozenset[str] = frozenset()) -> tuple[Hit, ...]:
     """Unique hits in reading order, without those inside a longer hit.
 
     ``政府安全保障能力強化支援`` also contains the term ``安全保障能力強化支援``; only the
@@ -78,11 +76,14 @@ def _sorted_hits(hits: Iterable[Hit], tracked: frozenset[str] = frozenset()) -> 
     inside ``英外務大臣``. A hit on a tracked list entry is dropped only inside another
     tracked hit.
     """
-    unique = set(hits)
-    plain = [h for h in unique if h.term not in tracked]
-    listed = [h for h in unique if h.term in tracked]
-    drop = _covered(plain, unique) | _covered(listed, listed)
-    kept = unique - drop
+    ordered = sorted(set(hits), key=lambda h: (_FIELD_ORDER[h.field], h.start, -h.end, h.term))
+    if not tracked:
+        kept = _uncovered(ordered, lambda h: True)
+    else:
+        plain = {id(h) for h in _uncovered(ordered, lambda h: True) if h.term not in tracked}
+        listed = [h for h in ordered if h.term in tracked]
+        on_list = {id(h) for h in _uncovered(listed, lambda h: True)}
+        kept = [h for h in ordered if id(h) in plain or id(h) in on_list]
     return tuple(sorted(kept, key=lambda h: (_FIELD_ORDER[h.field], h.start, h.end, h.term)))
 
 
@@ -133,7 +134,7 @@ class Rule:
         if self.track_list is not None:
             occs = occs + self._track_occurrences(doc)
             tracked = self.track_list.names
-        hits = _sorted_hits((doc.hit(o) for o in occs), tracked)
+        hits = sorted_hits((doc.hit(o) for o in occs), tracked)
         return Evaluation(not excluded, True, excluded, hits)
 
     def _track_occurrences(self, doc: Document) -> list[Occurrence]:
@@ -173,11 +174,22 @@ class RuleSet:
     lists: tuple[TermList, ...] = ()
     warnings: tuple[RuleError, ...] = ()
     _by_id: dict[str, Rule] = field(init=False, repr=False, compare=False)
+    _engine: list[Engine] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.rules, key=lambda r: r.id))
         object.__setattr__(self, "rules", ordered)
         object.__setattr__(self, "_by_id", {r.id: r for r in ordered})
+        object.__setattr__(self, "_engine", [])
+
+    @property
+    def engine(self) -> Engine:
+        """Every rule compiled together (built on first use, then kept)."""
+        if not self._engine:
+            from bot.rules.engine import Engine
+
+            self._engine.append(Engine(self.rules))
+        return self._engine[0]
 
     def get(self, rule_id: str) -> Rule | None:
         return self._by_id.get(rule_id)
@@ -188,7 +200,17 @@ class RuleSet:
     def match(
         self, entry: Entry, *, feed_name: str, feed_tags: Iterable[str] = ()
     ) -> list[Match]:
-        """Matches of every enabled rule whose scope admits this feed, in rule-id order."""
+        """Matches of every enabled rule whose scope admits this feed, in rule-id order.
+
+        One pass finds every term of every rule (:mod:`bot.rules.engine`); only the rules
+        whose terms occurred are evaluated.
+        """
+        return self.engine.match(entry, feed_name=feed_name, feed_tags=feed_tags)
+
+    def match_slowly(
+        self, entry: Entry, *, feed_name: str, feed_tags: Iterable[str] = ()
+    ) -> list[Match]:
+        """The same answer as :meth:`match`, one rule at a time (the reference, for tests)."""
         tags = tuple(feed_tags)
         doc = Document(entry, feed_name=feed_name, feed_tags=tags)
         out: list[Match] = []
@@ -199,6 +221,15 @@ class RuleSet:
             if result.matched:
                 out.append(Match(rule.id, rule.version, result.hits))
         return out
+
+    def tracked(self, matches: Iterable[Match]) -> tuple[tuple[str, str], ...]:
+        """(rule id, member) for each ``track`` list member named in ``matches``."""
+        out: list[tuple[str, str]] = []
+        for m in matches:
+            rule = self.get(m.rule_id)
+            if rule is not None:
+                out.extend((rule.id, member) for member in rule.tracked(m.hits))
+        return tuple(out)
 
     def match_text(self, title: str, *, summary: str = "", feed_name: str = "test") -> list[str]:
         """Ids of the rules an entry with this title (and summary) matches; for tests."""

@@ -5,14 +5,21 @@ A *pattern* is one normalised string to look for, with its boundary and case beh
 entry has a canonical name and variants (aliases in other languages, spellings), and every
 hit on a variant reports the canonical name, which is what ``track`` records.
 
-Search here is a plain ``str.find`` per pattern, cached per entry by the caller. The
-Aho-Corasick prefilter from DESIGN.md replaces :func:`find_all` for many patterns at once
-without changing :class:`Pattern`.
+:func:`find_all` searches one pattern (``str.find``, or the compiled regular expression);
+``bot.rules.engine`` finds every literal pattern of every rule in one Aho-Corasick pass and
+applies the same boundary checks (:func:`accept`).
+
+Regular expressions run on Google's RE2 (linear time: no pattern can make matching hang, and
+backreferences and look-arounds are refused), against the normalised text of a field.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import re2
 
 from bot.rules.query import MIN_PREFIX_STEM
 from bot.rules.text import has_unspaced, is_unspaced, is_word_char, normalize_term
@@ -35,11 +42,12 @@ class Pattern:
     left_bounded: bool
     right_bounded: bool
     label: str
+    regex: bool = False
 
     @property
-    def key(self) -> tuple[str, bool, bool]:
+    def key(self) -> tuple[str, bool, bool, bool]:
         """What the search depends on (not the label): patterns with one key share a search."""
-        return (self.text, self.case_sensitive, self.prefix)
+        return (self.text, self.case_sensitive, self.prefix, self.regex)
 
 
 class PatternError(ValueError):
@@ -78,8 +86,49 @@ def make_pattern(
     )
 
 
+MAX_REGEX_LENGTH = 500
+MAX_REGEX_MEMORY = 8 << 20  # bytes of RE2 program memory per expression
+
+
+@lru_cache(maxsize=4096)
+def compiled_regex(text: str, case_sensitive: bool) -> Any:
+    """The RE2 program for a regex term (cached: rules that share one share the program)."""
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.log_errors = False
+    options.max_mem = MAX_REGEX_MEMORY
+    return re2.compile(text, options)
+
+
+def make_regex_pattern(text: str, *, case_sensitive: bool = False) -> Pattern:
+    """A ``/regex/`` term, checked now so that a bad one is a load error, not a crash later."""
+    label = f"{'case:' if case_sensitive else ''}/{text}/"
+    if len(text) > MAX_REGEX_LENGTH:
+        raise PatternError(f"regular expression longer than {MAX_REGEX_LENGTH} characters")
+    try:
+        program = compiled_regex(text, case_sensitive)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise PatternError(
+            f"invalid regular expression /{text}/: {detail} (RE2 syntax: no backreferences "
+            "or look-arounds)"
+        ) from None
+    if program.search("") is not None:
+        raise PatternError(
+            f"/{text}/ matches empty text, so it would match every entry; require at least "
+            "one character (e.g. + instead of *)"
+        )
+    return Pattern(text=text, case_sensitive=case_sensitive, prefix=False, left_bounded=False,
+                   right_bounded=False, label=label, regex=True)
+
+
 def find_all(pattern: Pattern, text: str) -> list[tuple[int, int]]:
     """Non-overlapping ``[start, end)`` spans of ``pattern`` in normalised ``text``."""
+    if pattern.regex:
+        program = compiled_regex(pattern.text, pattern.case_sensitive)
+        return [m.span() for m in program.finditer(text) if m.end() > m.start()]
     spans: list[tuple[int, int]] = []
     needle = pattern.text
     size = len(text)

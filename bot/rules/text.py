@@ -85,16 +85,98 @@ def has_unspaced(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
-    """Normalised text; ``text[i]`` came from ``original[starts[i]:ends[i]]``."""
+    """Normalised text; ``text[i]`` came from ``original[starts[i]:ends[i]]``.
+
+    The offset map is stored sparsely, as pieces: a *linear* piece maps its characters one to
+    one onto a run of the original (most text), an *explicit* piece lists a span per
+    character (a collapsed run of white space, a ligature, a composed accent). Looking up a
+    span is a bisection over the pieces.
+    """
 
     original: str
     text: str
-    starts: tuple[int, ...] = field(repr=False)
-    ends: tuple[int, ...] = field(repr=False)
+    piece_starts: tuple[int, ...] = field(repr=False)  # normalised index where each begins
+    piece_origins: tuple[int, ...] = field(repr=False)  # original index (linear pieces)
+    piece_spans: tuple[tuple[tuple[int, int], ...] | None, ...] = field(repr=False)
+
+    def char_span(self, i: int) -> tuple[int, int]:
+        """The span of the original that normalised character ``i`` came from."""
+        k = bisect_right(self.piece_starts, i) - 1
+        spans = self.piece_spans[k]
+        if spans is None:
+            o = self.piece_origins[k] + i - self.piece_starts[k]
+            return o, o + 1
+        return spans[i - self.piece_starts[k]]
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """Map the normalised span ``[start, end)`` (``end > start``) to the original text."""
-        return self.starts[start], self.ends[end - 1]
+        return self.char_span(start)[0], self.char_span(end - 1)[1]
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        return tuple(self.char_span(i)[0] for i in range(len(self.text)))
+
+    @property
+    def ends(self) -> tuple[int, ...]:
+        return tuple(self.char_span(i)[1] for i in range(len(self.text)))
+
+
+class _Builder:
+    """Collects normalised pieces and their offset map, merging adjacent linear pieces."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.starts: list[int] = []
+        self.origins: list[int] = []
+        self.spans: list[tuple[tuple[int, int], ...] | None] = []
+        self.size = 0
+        self._linear_end = -1  # original index where the open linear piece would continue
+
+    def linear(self, text: str, origin: int) -> None:
+        if not text:
+            return
+        if origin != self._linear_end:
+            self.starts.append(self.size)
+            self.origins.append(origin)
+            self.spans.append(None)
+        self.parts.append(text)
+        self.size += len(text)
+        self._linear_end = origin + len(text)
+
+    def explicit(self, text: str, spans: list[tuple[int, int]]) -> None:
+        if not text:
+            return
+        self.starts.append(self.size)
+        self.origins.append(spans[0][0])
+        self.spans.append(tuple(spans))
+        self.parts.append(text)
+        self.size += len(text)
+        self._linear_end = -1
+
+    def last_char(self) -> str:
+        return self.parts[-1][-1] if self.parts else ""
+
+    def widen_last(self, end: int) -> None:
+        """The last character (a space) also stands for the original up to ``end``."""
+        k = len(self.spans) - 1
+        spans = self.spans[k]
+        if spans is None:
+            # Split the linear piece: its last character becomes explicit.
+            o = self.origins[k] + self.size - 1 - self.starts[k]
+            last = self.parts[-1]
+            self.parts[-1] = last[:-1]
+            self.size -= 1
+            if self.size == self.starts[k]:
+                del self.starts[k], self.origins[k], self.spans[k]
+            self._linear_end = -1
+            self.explicit(" ", [(o, end)])
+        else:
+            self.spans[k] = (*spans[:-1], (spans[-1][0], end))
+            self._linear_end = -1
+
+    def build(self, original: str) -> Normalized:
+        return Normalized(original, "".join(self.parts), tuple(self.starts),
+                          tuple(self.origins), tuple(self.spans))
 
 
 def _nfkc(text: str) -> str:
@@ -107,6 +189,11 @@ def _joins(chunk: str, nxt: str) -> bool:
         return False
     if unicodedata.combining(nxt):
         return True
+    folded = _nfkc(nxt)
+    if folded and unicodedata.combining(folded[0]):
+        # A compatibility form of a combining mark (half-width ﾞ/ﾟ): NFKC may also reorder
+        # it with marks that follow, so it belongs to the chunk before it.
+        return True
     return _nfkc(chunk + nxt) != _nfkc(chunk) + _nfkc(nxt)
 
 
@@ -118,93 +205,180 @@ def _fold_chunk(chunk: str, casefold: bool) -> str:
     return "".join(c for c in out if unicodedata.category(c) != "Cf")
 
 
-_ASCII_RUN = re.compile(r"[\x00-\x7f]+")
-_SPACE_RUNS = re.compile(r"\s+")
+def _slow_chunks(text: str, start: int, stop: int, casefold: bool, out: _Builder) -> None:
+    """Normalise ``text[start:stop]`` character chunk by character chunk (a character plus
+    whatever NFKC would merge into it, such as a combining accent or a half-width
+    voiced-sound mark), so that each output character maps to the chunk it came from."""
+    i = start
+    while i < stop:
+        c = text[i]
+        if c.isspace():
+            j = i + 1
+            while j < stop and text[j].isspace():
+                j += 1
+            if out.last_char() == " ":
+                out.widen_last(j)
+            else:
+                out.explicit(" ", [(i, j)])
+            i = j
+            continue
+        j = i + 1
+        while j < stop and _joins(text[i:j], text[j]):
+            j += 1
+        piece = _fold_chunk(text[i:j], casefold)
+        chars: list[str] = []
+        for ch in piece:
+            if ch.isspace():
+                # NFKC turns a few compatibility characters into spaces; keep one.
+                if chars and chars[-1] == " ":
+                    continue
+                if not chars and out.last_char() == " ":
+                    out.widen_last(j)
+                    continue
+                ch = " "
+            chars.append(ch)
+        out.explicit("".join(chars), [(i, j)] * len(chars))
+        i = j
 
 
-def _ascii_segment(
-    text: str, start: int, stop: int, casefold: bool,
-    out: list[str], starts: list[int], ends: list[int],
-) -> None:
-    """Normalise ``text[start:stop]`` (all ASCII) into the output lists."""
-    pos = start
-    for space in _SPACE_RUNS.finditer(text, start, stop):
-        a, b = space.span()
-        if a > pos:
-            piece = text[pos:a]
-            out.append(piece.lower() if casefold else piece)
-            starts.extend(range(pos, a))
-            ends.extend(range(pos + 1, a + 1))
-        out.append(" ")
-        starts.append(a)
-        ends.append(b)
-        pos = b
-    if stop > pos:
-        piece = text[pos:stop]
-        out.append(piece.lower() if casefold else piece)
-        starts.extend(range(pos, stop))
-        ends.extend(range(pos + 1, stop + 1))
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """Characters sorted by how normalisation treats them (computed once, on first use)."""
+
+    simple: dict[str, str]  # one character folds to one other, case-preserving
+    complex: frozenset[str]  # expands, vanishes or combines: the slow path
+    special: re.Pattern[str]  # any simple or complex character, or white space but " "
+    words: re.Pattern[str]  # runs of word characters (w), of unspaced script (u), astral (x)
+
+
+@lru_cache(maxsize=1)
+def _tables() -> _Tables:
+    """Scan the Basic Multilingual Plane once (≈0.2 s): which characters NFKC, case folding
+    or the punctuation folds change, and which may join the characters around them.
+
+    *Simple* characters fold to exactly one character that case-folds to one (``（`` → ``(``,
+    ``Ａ`` → ``A``, ``’`` → ``'``); *complex* ones expand, vanish or combine (``…``, ``ﬁ``,
+    ``ß``, combining marks, half-width voiced marks, Hangul jamo) and take the slow path.
+    Everything outside the BMP is treated as complex.
+    """
+    seconds: set[str] = set()
+    for code in range(0x80, 0x10000):
+        decomposition = unicodedata.decomposition(chr(code))
+        if decomposition and not decomposition.startswith("<"):
+            parts = decomposition.split()
+            if len(parts) == 2:
+                seconds.add(chr(int(parts[1], 16)))
+    simple: dict[str, str] = {}
+    complex_chars: set[str] = set()
+    spaces: list[str] = []
+    word_chars: list[str] = []
+    for code in range(0x80, 0x10000):
+        c = chr(code)
+        if is_word_char(c):
+            word_chars.append(c)
+        if c.isspace():
+            spaces.append(c)
+            continue
+        if 0xD800 <= code <= 0xDFFF:
+            complex_chars.add(c)
+            continue
+        kept = _fold_chunk(c, False)
+        folded = _fold_chunk(c, True)
+        joiner = (
+            unicodedata.combining(c) != 0
+            or c in seconds
+            or 0x1100 <= code <= 0x11FF
+            or 0xA960 <= code <= 0xA97F
+            or 0xD7B0 <= code <= 0xD7FF
+            or (bool(kept) and unicodedata.combining(kept[0]) != 0)
+        )
+        if not joiner and kept == c and folded == c:
+            continue
+        if (not joiner and len(kept) == 1 and len(folded) == 1 and not kept.isspace()
+                and kept.casefold() == folded):
+            simple[c] = kept
+        else:
+            complex_chars.add(c)
+    ascii_spaces = "".join(c for c in map(chr, range(0x80)) if c.isspace() and c != " ")
+    special = re.compile(
+        "[" + re.escape(ascii_spaces) + "".join(re.escape(c) for c in spaces)
+        + "".join(re.escape(c) for c in sorted(complex_chars))
+        + "".join(re.escape(c) for c in sorted(simple)) + "\U00010000-\U0010ffff]"
+    )
+    unspaced = "".join(
+        f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in _UNSPACED_RANGES if hi < 0x10000
+    )
+    word_class = "A-Za-z0-9" + "".join(re.escape(c) for c in word_chars)
+    words = re.compile(
+        f"(?P<w>[{word_class}]+)|(?P<u>[{unspaced}]+)|(?P<x>[\U00010000-\U0010ffff])"
+    )
+    return _Tables(simple, frozenset(complex_chars), special, words)
+
+
+def _is_complex(c: str, tables: _Tables) -> bool:
+    return c in tables.complex or ord(c) > 0xFFFF
 
 
 def normalize(text: str, *, casefold: bool = True) -> Normalized:
     """NFKC (+ casefold), collapse white space, fold quotes/dashes; keep the offset map.
 
-    Characters are normalised in small chunks (a character plus whatever NFKC would merge
-    into it, such as a combining accent or a half-width voiced-sound mark), so that each
-    output character maps to the chunk of input it came from.
+    Most text is copied in runs and case-folded with ``str.casefold`` (C speed). One regular
+    expression of a single character class finds what needs attention — white space other
+    than a lone space, characters that fold to another one, and the few that expand or
+    combine — and ``str.find`` finds double spaces; only those are handled one by one.
     """
-    out: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    i = 0
+    out = _Builder()
+    tables = _tables()
     n = len(text)
-    while i < n:
-        c = text[i]
-        if c.isascii():
-            # Fast path for a run of ASCII (most of an English entry): case-fold with
-            # str.lower (the same for ASCII), collapse white space, map offsets 1:1. The
-            # run's last character is left to the general path when a non-ASCII character
-            # follows, because NFKC may combine the two (e + U+0301 → é).
-            run = _ASCII_RUN.match(text, i)
-            assert run is not None
-            stop = run.end()
-            if stop < n and not text[stop - 1].isspace():
-                stop -= 1
-            if stop > i:
-                _ascii_segment(text, i, stop, casefold, out, starts, ends)
-                i = stop
-                continue
-        if c.isspace():
-            j = i + 1
-            while j < n and text[j].isspace():
-                j += 1
-            if out and out[-1] == " " and ends[-1] == i:
-                ends[-1] = j  # continues a run of spaces the ASCII path began
-            else:
-                out.append(" ")
-                starts.append(i)
-                ends.append(j)
-            i = j
+    marks = [m.start() for m in tables.special.finditer(text)]
+    double = text.find("  ")
+    if double != -1:
+        while double != -1:
+            marks.append(double)
+            double = text.find("  ", double + 2)
+        marks.sort()
+    pos = 0
+
+    def plain(stop: int) -> None:
+        if stop > pos:
+            chunk = text[pos:stop]
+            out.linear(chunk.casefold() if casefold else chunk, pos)
+
+    for p in marks:
+        if p < pos:
             continue
-        j = i + 1
-        if c.isascii() and (j >= n or text[j].isascii()):
-            piece = c.casefold() if casefold else c
-        else:
-            while j < n and _joins(text[i:j], text[j]):
-                j += 1
-            piece = _fold_chunk(text[i:j], casefold)
-        for ch in piece:
-            if ch.isspace():
-                # NFKC turns a few compatibility characters into spaces; keep one.
-                if out and out[-1] == " ":
-                    ends[-1] = j
-                    continue
-                ch = " "
-            out.append(ch)
-            starts.append(i)
-            ends.append(j)
-        i = j
-    return Normalized(text, "".join(out), tuple(starts), tuple(ends))
+        c = text[p]
+        if c.isspace():
+            if p > pos and text[p - 1] == " ":
+                p -= 1  # " \n": the space before belongs to the run
+            end = p + 1
+            while end < n and text[end].isspace():
+                end += 1
+            plain(p)
+            if out.last_char() == " ":
+                out.widen_last(end)
+            elif end - p == 1:
+                out.linear(" ", p)
+            else:
+                out.explicit(" ", [(p, end)])
+            pos = end
+            continue
+        if c in tables.simple and not (p + 1 < n and _is_complex(text[p + 1], tables)):
+            plain(p)
+            mapped = tables.simple[c]
+            out.linear(mapped.casefold() if casefold else mapped, p)
+            pos = p + 1
+            continue
+        start = p - 1 if p > pos and not text[p - 1].isspace() else p
+        end = p + 1
+        while end < n and not text[end].isspace() and (
+                text[end] in tables.simple or _is_complex(text[end], tables)):
+            end += 1
+        plain(start)
+        _slow_chunks(text, start, end, casefold, out)
+        pos = end
+    plain(n)
+    return out.build(text)
 
 
 def normalize_term(text: str, *, casefold: bool = True) -> str:
@@ -239,3 +413,55 @@ def word_numbers(text: str) -> tuple[int, ...]:
             unspaced_run = 0
         numbers.append(max(current, 0))
     return tuple(numbers)
+
+
+_ASCII_WORDS = re.compile("[A-Za-z0-9]+")
+
+
+class WordIndex:
+    """Word numbers (as :func:`word_numbers` gives them) at any position, from the runs of
+    words found by one regular-expression pass instead of a loop over every character."""
+
+    __slots__ = ("_starts", "_runs")
+
+    def __init__(self, text: str) -> None:
+        runs: list[list[int]]  # [start, end, unspaced (0/1), first number]
+        if text.isascii():  # every word is one run: its number is its rank
+            runs = [[m.start(), m.end(), 0, i] for i, m in enumerate(_ASCII_WORDS.finditer(text))]
+            self._starts = [r[0] for r in runs]
+            self._runs = runs
+            return
+        runs = []
+        current = -1
+        for m in _tables().words.finditer(text):
+            a, b = m.span()
+            kind = m.lastgroup
+            if kind == "x":
+                c = text[a]
+                if is_word_char(c):
+                    kind = "w"
+                elif is_unspaced(c):
+                    kind = "u"
+                else:
+                    continue
+            unspaced = 1 if kind == "u" else 0
+            if runs and runs[-1][1] == a and runs[-1][2] == unspaced:
+                run = runs[-1]
+                run[1] = b
+                if unspaced:
+                    current = run[3] + (b - run[0] - 1) // 2
+                continue
+            first = current + 1
+            runs.append([a, b, unspaced, first])
+            current = first + (b - a - 1) // 2 if unspaced else first
+        self._starts = [r[0] for r in runs]
+        self._runs = runs
+
+    def number(self, pos: int) -> int:
+        k = bisect_right(self._starts, pos) - 1
+        if k < 0:
+            return 0
+        start, end, unspaced, first = self._runs[k]
+        if pos < end:
+            return first + (pos - start) // 2 if unspaced else first
+        return first + (end - start - 1) // 2 if unspaced else first

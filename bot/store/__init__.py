@@ -6,6 +6,7 @@ from bot.store.repo import (
     EntryWrite,
     FeedState,
     FeedUpdate,
+    FirstMention,
     PollSaved,
     PollWrite,
     Store,
@@ -13,6 +14,6 @@ from bot.store.repo import (
 )
 
 __all__ = [
-    "AlertWrite", "EntryWrite", "FeedState", "FeedUpdate", "PollSaved", "PollWrite", "Store",
-    "StoredEntry", "make_engine", "upgrade",
+    "AlertWrite", "EntryWrite", "FeedState", "FeedUpdate", "FirstMention", "PollSaved",
+    "PollWrite", "Store", "StoredEntry", "make_engine", "upgrade",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,8 +15,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from bot.errors import StorageError
-from bot.model import Alert, AlertRule, Entry, FeedSource, Hit, Match, Severity
-from bot.store.tables import alerts, entries, feeds, matches
+from bot.model import AlertRule, Entry, FeedSource, Hit, Match
+from bot.plan import PlannedReply, PlannedUpdate
+from bot.store.outbox import OutboxRepo, alert_key
+from bot.store.tables import alerts, entries, feeds, first_mentions, matches
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,14 @@ class FeedState:
     consecutive_failures: int
     title: str | None
     entry_count: int = 0
+    # Feed health (issue 5): see bot.schedule.assess.
+    declared_url: str | None = None
+    redirect_url: str | None = None
+    redirect_polls: int = 0
+    failing_since: datetime | None = None
+    rhythm: timedelta | None = None
+    last_entry_at: datetime | None = None
+    announced_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +81,7 @@ class EntryWrite:
     entry: Entry
     entry_id: int | None
     matches: tuple[Match, ...]
+    tracked: tuple[tuple[str, str], ...] = ()  # (rule id, list member) for `track: LIST`
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,12 @@ class FeedUpdate:
     retry_after_until: datetime | None = None
     keep_validators: bool = False
     gone: bool = False
+    # Issue 5: permanent-redirect watch, adopted URL, publishing rhythm (success only).
+    redirect_url: str | None = None
+    redirect_polls: int = 0
+    adopt_url: str | None = None
+    rhythm: timedelta | None = None
+    last_entry_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +123,8 @@ class PollWrite:
     entries: tuple[EntryWrite, ...] = ()
     alerts: tuple[AlertWrite, ...] = ()
     feed: FeedUpdate | None = None
+    replies: tuple[PlannedReply, ...] = ()  # thread replies and updates (bot.plan, issue 4)
+    updates: tuple[PlannedUpdate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,24 +135,21 @@ class PollSaved:
 
 
 @dataclass(frozen=True, slots=True)
-class AlertStatusCounts:
-    counts: dict[str, int] = field(default_factory=dict)
+class FirstMention:
+    """The first entry in which a rule named a member of its ``track`` list."""
 
-    def __getitem__(self, status: str) -> int:
-        return self.counts.get(status, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class FailedAlert:
-    id: int
-    channel: str
+    rule_id: str
+    member: str
+    entry_id: int
     title: str
-    error: str | None
-    attempts: int
+    link: str | None
+    feed_name: str
+    seen_at: datetime
 
 
-class Store:
-    """Repository over one engine. Every method is one transaction."""
+class Store(OutboxRepo):
+    """Repository over one engine. Every method is one transaction. The outbox's methods
+    (claim, mark, requeue, counts) are in ``bot/store/outbox.py``."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -167,7 +183,7 @@ class Store:
             rows = {r.name: r for r in conn.execute(select(feeds))}
             for source in sources:
                 declared = {
-                    "url": source.url,
+                    "declared_url": source.url,
                     "interval_seconds": int(source.interval.total_seconds()),
                     "tags": list(source.tags),
                     "language": source.language,
@@ -178,7 +194,7 @@ class Store:
                     conn.execute(
                         feeds.insert().values(
                             name=source.name, gone=False, consecutive_failures=0,
-                            next_poll_at=now, created_at=now, **declared,
+                            next_poll_at=now, created_at=now, url=source.url, **declared,
                         )
                     )
                     added.append(source.name)
@@ -186,9 +202,11 @@ class Store:
                 changes = {k: v for k, v in declared.items() if getattr(row, k) != v}
                 if row.removed_at is not None:
                     changes["removed_at"] = None
-                if "url" in changes:
+                if "declared_url" in changes:
                     # A new URL is a new conversation with a server: old validators are void.
-                    changes.update(etag=None, last_modified=None, gone=False, next_poll_at=now)
+                    # (`url` may differ from `declared_url` after an adopted 301/308.)
+                    changes.update(url=source.url, etag=None, last_modified=None, gone=False,
+                                   next_poll_at=now, redirect_url=None, redirect_polls=0)
                 if changes:
                     conn.execute(update(feeds).where(feeds.c.id == row.id).values(**changes))
                     updated.append(source.name)
@@ -214,7 +232,8 @@ class Store:
                       feeds.c.gone.is_(False))
         cond = [active, or_(feeds.c.lease_until.is_(None), feeds.c.lease_until < now)]
         if url is not None:
-            cond.append(or_(feeds.c.url == url, feeds.c.name == url))
+            cond.append(or_(feeds.c.url == url, feeds.c.declared_url == url,
+                            feeds.c.name == url))
         if force:
             cond.append(or_(feeds.c.retry_after_until.is_(None),
                             feeds.c.retry_after_until <= now))
@@ -314,7 +333,9 @@ class Store:
                              .values(changed_at=write.now, **_entry_values(item.entry)))
                 ids[item.entry.key] = item.entry_id
                 self._write_matches(conn, item.entry_id, item.matches, write.now)
-            alert_count = self._write_alerts(conn, write, ids)
+            firsts = self._write_first_mentions(conn, write, ids)
+            alert_count = self._write_alerts(conn, write, ids, firsts)
+            self._write_replies(conn, write.replies, write.updates, ids, write.now)
             if write.feed is not None:
                 conn.execute(update(feeds).where(feeds.c.id == write.feed_id)
                              .values(**_feed_update_values(write.feed, write.now)))
@@ -329,23 +350,78 @@ class Store:
                 .where(entries.c.feed_id == feed_id, entries.c.key.in_(chunk))))
         return found
 
-    def _write_alerts(self, conn: Connection, write: PollWrite, ids: dict[str, int]) -> int:
+    def _write_first_mentions(
+        self, conn: Connection, write: PollWrite, ids: dict[str, int]
+    ) -> dict[int, list[tuple[str, str]]]:
+        """Record tracked members no rule-and-member row has yet; return, per entry id, the
+        (rule id, member) pairs that were first mentioned by that entry in this poll."""
+        wanted = [(ids[w.entry.key], rid, member) for w in write.entries
+                  for rid, member in w.tracked if w.entry.key in ids]
+        if not wanted:
+            return {}
+        rule_ids = sorted({rid for _, rid, _ in wanted})
+        known = {(r.rule_id, r.member) for r in conn.execute(
+            select(first_mentions.c.rule_id, first_mentions.c.member)
+            .where(first_mentions.c.rule_id.in_(rule_ids)))}
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for entry_id, rid, member in wanted:
+            if (rid, member) not in known:
+                rows.setdefault((rid, member), {"rule_id": rid, "member": member,
+                                                "entry_id": entry_id, "seen_at": write.now})
+        if not rows:
+            return {}
+        conn.execute(self._insert(first_mentions).on_conflict_do_nothing(
+            index_elements=["rule_id", "member"]), list(rows.values()))
+        # Another replica may have won a race for a member: only rows naming our entries count.
+        ours = conn.execute(
+            select(first_mentions.c.entry_id, first_mentions.c.rule_id, first_mentions.c.member)
+            .where(first_mentions.c.entry_id.in_(sorted({r["entry_id"] for r in rows.values()})),
+                   first_mentions.c.rule_id.in_(rule_ids)))
+        won = {(r.entry_id, r.rule_id, r.member) for r in ours if (r.rule_id, r.member) in rows}
+        created: dict[int, list[tuple[str, str]]] = {}
+        for item in wanted:  # in the order the entry names them
+            if item in won:
+                created.setdefault(item[0], []).append(item[1:])
+        return created
+
+    def first_mentions_between(self, start: datetime, end: datetime) -> list[FirstMention]:
+        """First mentions recorded in ``[start, end)``, oldest first (for the digest)."""
+        with self._begin() as conn:
+            rows = conn.execute(
+                select(first_mentions.c.rule_id, first_mentions.c.member,
+                       first_mentions.c.entry_id, first_mentions.c.seen_at, entries.c.title,
+                       entries.c.link, feeds.c.name.label("feed_name"))
+                .join(entries, entries.c.id == first_mentions.c.entry_id)
+                .join(feeds, feeds.c.id == entries.c.feed_id)
+                .where(first_mentions.c.seen_at >= start, first_mentions.c.seen_at < end)
+                .order_by(first_mentions.c.seen_at, first_mentions.c.id)).all()
+        return [FirstMention(r.rule_id, r.member, r.entry_id, r.title, r.link, r.feed_name,
+                             r.seen_at) for r in rows]
+
+    def _write_alerts(
+        self, conn: Connection, write: PollWrite, ids: dict[str, int],
+        firsts: dict[int, list[tuple[str, str]]] | None = None,
+    ) -> int:
         if not write.alerts:
             return 0
+        firsts = firsts or {}
         entry_ids = sorted({ids[a.entry_key] for a in write.alerts})
-        existing = {(r.entry_id, r.channel) for r in conn.execute(
-            select(alerts.c.entry_id, alerts.c.channel).where(alerts.c.entry_id.in_(entry_ids)))}
+        existing = set(conn.execute(
+            select(alerts.c.dedupe_key).where(alerts.c.entry_id.in_(entry_ids))).scalars())
         rows = [
-            {"entry_id": ids[a.entry_key], "channel": a.channel,
+            {"entry_id": ids[a.entry_key], "channel": a.channel, "kind": "alert",
+             "dedupe_key": alert_key(ids[a.entry_key], a.channel, a.rules),
              "rules": [_rule_json(r) for r in a.rules], "hits": [_hit_json(h) for h in a.hits],
-             "first_mentions": [], "status": PENDING, "attempts": 0,
+             "first_mentions": _alert_firsts(firsts.get(ids[a.entry_key], ()), a.rules),
+             "status": PENDING, "attempts": 0,
              "next_attempt_at": write.now,
              "created_at": write.now}
-            for a in write.alerts if (ids[a.entry_key], a.channel) not in existing
+            for a in write.alerts
+            if alert_key(ids[a.entry_key], a.channel, a.rules) not in existing
         ]
         if rows:
             conn.execute(self._insert(alerts).on_conflict_do_nothing(
-                index_elements=["entry_id", "channel"]), rows)
+                index_elements=["dedupe_key"]), rows)
         return len(rows)
 
     def _write_matches(
@@ -368,6 +444,19 @@ class Store:
                 conn.execute(matches.insert().values(entry_id=entry_id, rule_id=match.rule_id,
                                                      **values))
 
+    def revive_feed(self, name: str, now: datetime) -> bool:
+        """An operator re-enables a feed: not gone, no Retry-After wait, due now."""
+        with self._begin() as conn:
+            result = conn.execute(update(feeds).where(feeds.c.name == name)
+                                  .values(gone=False, retry_after_until=None, next_poll_at=now))
+        return bool(result.rowcount == 1)
+
+    def record_announcement(self, feed_id: int, state: str | None, now: datetime) -> None:
+        """Remember which bad health the ops channel was told about (None: recovered)."""
+        with self._begin() as conn:
+            conn.execute(update(feeds).where(feeds.c.id == feed_id)
+                         .values(announced_state=state, announced_at=now))
+
     def record_feed(self, feed_id: int, update_: FeedUpdate) -> None:
         """Save a feed's state after a poll that stored no entries (304, error)."""
         with self._begin() as conn:
@@ -384,97 +473,6 @@ class Store:
             return sorted(conn.execute(
                 select(matches.c.rule_id).where(matches.c.entry_id == entry_id)).scalars())
 
-    # ----------------------------------------------------------------- alerts
-
-    def claim_alerts(self, now: datetime, limit: int = 100) -> list[Alert]:
-        """Move due pending alerts to ``sending`` (attempts + 1) and return them, oldest first.
-
-        Nothing is sent that was not first committed: the claim is its own transaction.
-        """
-        claimed: list[int] = []
-        with self._begin() as conn:
-            ids = list(conn.execute(
-                select(alerts.c.id)
-                .where(alerts.c.status == PENDING, alerts.c.next_attempt_at <= now)
-                .order_by(alerts.c.id).limit(limit)).scalars())
-            for alert_id in ids:
-                result = conn.execute(
-                    update(alerts).where(alerts.c.id == alert_id, alerts.c.status == PENDING)
-                    .values(status=SENDING, claimed_at=now, attempts=alerts.c.attempts + 1)
-                )
-                if result.rowcount == 1:
-                    claimed.append(alert_id)
-        return self._alerts(claimed)
-
-    def in_flight_alerts(self) -> list[Alert]:
-        """Alerts left in ``sending``: the process died between claiming and recording."""
-        with self._begin() as conn:
-            ids = list(conn.execute(select(alerts.c.id).where(alerts.c.status == SENDING)
-                                    .order_by(alerts.c.id)).scalars())
-        return self._alerts(ids)
-
-    def _alerts(self, ids: Sequence[int]) -> list[Alert]:
-        if not ids:
-            return []
-        with self._begin() as conn:
-            rows = conn.execute(
-                select(alerts, entries, feeds.c.name.label("feed_name"))
-                .join(entries, entries.c.id == alerts.c.entry_id)
-                .join(feeds, feeds.c.id == entries.c.feed_id)
-                .where(alerts.c.id.in_(ids))
-                .order_by(alerts.c.id)
-            ).all()
-        return [_alert(r) for r in rows]
-
-    def alert_attempts(self, alert_id: int) -> int:
-        with self._begin() as conn:
-            return int(conn.execute(select(alerts.c.attempts)
-                                    .where(alerts.c.id == alert_id)).scalar_one())
-
-    def mark_sent(
-        self, alert_id: int, *, ts: str | None, now: datetime, channel: str | None = None
-    ) -> None:
-        with self._begin() as conn:
-            conn.execute(update(alerts).where(alerts.c.id == alert_id)
-                         .values(status=SENT, ts=ts, posted_channel=channel, sent_at=now,
-                                 error=None))
-
-    def mark_retry(self, alert_id: int, *, at: datetime, error: str) -> None:
-        with self._begin() as conn:
-            conn.execute(update(alerts).where(alerts.c.id == alert_id)
-                         .values(status=PENDING, next_attempt_at=at, error=error))
-
-    def mark_failed(self, alert_id: int, *, error: str, now: datetime) -> None:
-        with self._begin() as conn:
-            conn.execute(update(alerts).where(alerts.c.id == alert_id)
-                         .values(status=FAILED, error=error, claimed_at=now))
-
-    def requeue_failed(self, now: datetime) -> int:
-        with self._begin() as conn:
-            result = conn.execute(update(alerts).where(alerts.c.status == FAILED)
-                                  .values(status=PENDING, next_attempt_at=now, error=None))
-        return int(result.rowcount)
-
-    def alert_counts(self) -> AlertStatusCounts:
-        with self._begin() as conn:
-            rows = conn.execute(select(alerts.c.status, func.count()).group_by(alerts.c.status))
-            return AlertStatusCounts({status: int(n) for status, n in rows})
-
-    def failed_alerts(self, limit: int = 20) -> list[FailedAlert]:
-        with self._begin() as conn:
-            rows = conn.execute(
-                select(alerts.c.id, alerts.c.channel, alerts.c.error, alerts.c.attempts,
-                       entries.c.title)
-                .join(entries, entries.c.id == alerts.c.entry_id)
-                .where(alerts.c.status == FAILED).order_by(alerts.c.id.desc()).limit(limit))
-            return [FailedAlert(r.id, r.channel, r.title, r.error, r.attempts) for r in rows]
-
-    def next_alert_due(self) -> datetime | None:
-        with self._begin() as conn:
-            value = conn.execute(select(func.min(alerts.c.next_attempt_at))
-                                 .where(alerts.c.status == PENDING)).scalar_one()
-        return value if isinstance(value, datetime) else None
-
 
 # ----------------------------------------------------------------- row mapping
 
@@ -490,7 +488,11 @@ def _feed_state(row: Any, entry_count: int = 0) -> FeedState:
         first_success_at=row.first_success_at, last_status=row.last_status,
         last_error=row.last_error, last_error_kind=row.last_error_kind,
         consecutive_failures=row.consecutive_failures, title=row.title,
-        entry_count=entry_count,
+        entry_count=entry_count, declared_url=row.declared_url,
+        redirect_url=row.redirect_url, redirect_polls=row.redirect_polls or 0,
+        failing_since=row.failing_since,
+        rhythm=timedelta(seconds=row.rhythm_seconds) if row.rhythm_seconds else None,
+        last_entry_at=row.last_entry_at, announced_state=row.announced_state,
     )
 
 
@@ -512,9 +514,18 @@ def _feed_update_values(u: FeedUpdate, now: datetime) -> dict[str, Any]:
                 values["last_modified"] = u.last_modified
         if u.title:
             values["title"] = u.title
+        values.update(failing_since=None, redirect_url=u.redirect_url,
+                      redirect_polls=u.redirect_polls)
+        if u.adopt_url is not None:
+            values["url"] = u.adopt_url
+        if u.rhythm is not None:
+            values["rhythm_seconds"] = int(u.rhythm.total_seconds())
+        if u.last_entry_at is not None:
+            values["last_entry_at"] = u.last_entry_at
     else:
         values.update(last_error=u.error, last_error_kind=u.error_kind,
-                      consecutive_failures=feeds.c.consecutive_failures + 1)
+                      consecutive_failures=feeds.c.consecutive_failures + 1,
+                      failing_since=func.coalesce(feeds.c.failing_since, u.polled_at))
         if u.gone:
             values["gone"] = True
     return values
@@ -529,6 +540,14 @@ def _entry_values(entry: Entry) -> dict[str, Any]:
     }
 
 
+def _alert_firsts(
+    firsts: Sequence[tuple[str, str]], rules: Sequence[AlertRule]
+) -> list[str]:
+    """The members first mentioned by this entry for the rules this alert names."""
+    named = {r.id for r in rules}
+    return list(dict.fromkeys(member for rid, member in firsts if rid in named))
+
+
 def _hit_json(hit: Hit) -> dict[str, Any]:
     return {"field": hit.field, "start": hit.start, "end": hit.end, "term": hit.term}
 
@@ -536,19 +555,3 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
 def _rule_json(rule: AlertRule) -> dict[str, Any]:
     return {"id": rule.id, "title": rule.title, "severity": rule.severity.value,
             "version": rule.version}
-
-
-def _alert(row: Any) -> Alert:
-    entry = Entry(
-        key=row.key, title=row.title, link=row.link, author=row.author,
-        categories=tuple(row.categories or ()), summary=row.summary, content=row.content,
-        published=row.published, updated=row.updated, language=row.language,
-        content_hash=row.content_hash,
-    )
-    rules = tuple(
-        AlertRule(r["id"], r["title"], Severity(r["severity"]), r["version"]) for r in row.rules
-    )
-    hits = tuple(Hit(h["field"], h["start"], h["end"], h["term"]) for h in row.hits)
-    return Alert(id=row.id, channel=row.channel, feed_name=row.feed_name, entry=entry,
-                 rules=rules, hits=hits, created_at=row.created_at,
-                 first_mentions=tuple(row.first_mentions or ()))

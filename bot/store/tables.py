@@ -87,6 +87,16 @@ feeds = Table(
     Column("lease_until", UTCDateTime),
     Column("lease_owner", String(100)),
     Column("created_at", UTCDateTime, nullable=False),
+    # Issue 5, feed health. `url` is what is polled; `declared_url` what feeds.yaml says
+    # (they differ once a 301/308 seen on 3 polls in a row is adopted).
+    Column("declared_url", Text),
+    Column("redirect_url", Text),  # the permanent redirect being watched …
+    Column("redirect_polls", Integer, nullable=False, default=0),  # … on so many polls
+    Column("failing_since", UTCDateTime),  # first failure of the current run of failures
+    Column("rhythm_seconds", Integer),  # median gap between items (bot.schedule)
+    Column("last_entry_at", UTCDateTime),  # newest item date seen, never in the future
+    Column("announced_state", String(20)),  # the bad health told to the ops channel
+    Column("announced_at", UTCDateTime),
 )
 
 entries = Table(
@@ -124,12 +134,20 @@ matches = Table(
 )
 Index("ix_matches_rule_id", matches.c.rule_id)
 
-# The outbox: one row per (entry, channel). pending -> sending -> sent | failed.
+# The outbox: every message the bot posts. pending -> sending -> sent | failed.
+# kind: alert (one per entry, channel and set of newly matching rules) | reply (a thread reply
+# under parent_id: another source, or what changed) | update (chat.update of parent_id) |
+# summary (flood control; the alerts it lists name it in summary_id). Issue 4, DESIGN.md.
 alerts = Table(
     "alerts",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("entry_id", Integer, ForeignKey("entries.id", ondelete="CASCADE"), nullable=False),
+    Column("entry_id", Integer, ForeignKey("entries.id", ondelete="CASCADE")),  # None: summary
+    Column("kind", String(20), nullable=False, default="alert", server_default="alert"),
+    Column("parent_id", Integer, ForeignKey("alerts.id", ondelete="CASCADE")),
+    Column("summary_id", Integer, ForeignKey("alerts.id", ondelete="SET NULL")),
+    Column("detail", JSON),  # what a reply says: the duplicate's reason, the change
+    Column("dedupe_key", String(255), nullable=False, unique=True),  # written once
     Column("channel", String(200), nullable=False),
     Column("rules", JSON, nullable=False),
     Column("hits", JSON, nullable=False),
@@ -143,9 +161,11 @@ alerts = Table(
     Column("ts", String(40)),
     Column("error", Text),
     Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("entry_id", "channel"),
 )
 Index("ix_alerts_status_next_attempt_at", alerts.c.status, alerts.c.next_attempt_at)
+Index("ix_alerts_entry_id", alerts.c.entry_id)
+Index("ix_alerts_parent_id", alerts.c.parent_id)
+Index("ix_alerts_summary_id", alerts.c.summary_id)
 
 # `track: LIST` — the first entry in which a rule named each list member (DESIGN.md, Rules).
 first_mentions = Table(
@@ -159,3 +179,29 @@ first_mentions = Table(
     UniqueConstraint("rule_id", "member"),
 )
 Index("ix_first_mentions_seen_at", first_mentions.c.seen_at)
+
+# One row per (digest, period): claimed (INSERT … ON CONFLICT DO NOTHING) before the mail is
+# sent, marked sent after the server's 250, so a period is mailed once (issue 6).
+# status: sending -> sent | retry (transient, next_attempt_at) | failed (permanent) | skipped.
+digest_sends = Table(
+    "digest_sends",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(200), nullable=False),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("period_end", UTCDateTime, nullable=False),  # the scheduled send time
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("sends", Integer, nullable=False, default=0),  # times mailed (--force adds one)
+    Column("claimed_at", UTCDateTime),
+    Column("lease_until", UTCDateTime),
+    Column("next_attempt_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    Column("items", Integer),
+    Column("recipients", JSON, nullable=False, default=list),
+    Column("message_id", Text),
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("digest", "period_end"),
+)
+Index("ix_digest_sends_status", digest_sends.c.status)
