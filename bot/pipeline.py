@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot import metrics
 from bot.decide import (
     RuleRoute,
     backoff,
@@ -122,6 +123,9 @@ class Poller:
                 continue
             outcome = self.process(feed, fetched)
             outcomes.append(outcome)
+            metrics.POLLS.labels(outcome.result).inc()
+            metrics.ENTRIES.labels("new").inc(outcome.new)
+            metrics.ENTRIES.labels("changed").inc(outcome.changed)
             log.log(
                 logging.WARNING if outcome.result == "failed" else logging.INFO,
                 "poll feed=%s result=%s new=%d changed=%d alerts=%d%s",
@@ -155,6 +159,8 @@ class Poller:
         candidates: list[Candidate] = []
         for entry_id, entry in [(None, e) for e in found.new] + list(found.changed):
             matched = tuple(rules.match(entry, feed_name=feed.name, feed_tags=feed.tags))
+            for match in matched:
+                metrics.MATCHES.labels(match.rule_id).inc()
             writes.append(EntryWrite(entry, entry_id, matched, rules.tracked(matched)))
             if in_backfill(entry, first_poll=first_poll, now=now, window=self.backfill_window):
                 continue

@@ -43,7 +43,8 @@ class Service:
         if outcomes:
             failed = sum(1 for o in outcomes if o.result == "failed")
             log.info("cycle polled=%d failed=%d", len(outcomes), failed)
-        if any(o.alerts for o in outcomes):
+        if any(o.alerts or o.new or o.changed for o in outcomes):
+            # New or changed entries may have written alerts, thread replies or updates.
             self.wake_delivery()
         if self.app.ops is not None:
             self.app.ops.announce()  # stale, silent, gone, recovered: once each

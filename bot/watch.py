@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from bot import metrics
 from bot.errors import ConfigError
 from bot.rules import RuleSet, load_rules
 from bot.sources import load_feeds
@@ -67,6 +68,7 @@ class RulesHolder:
             except ConfigError as exc:
                 self.error = str(exc)
                 if self._rules is not None:
+                    metrics.RULE_RELOAD_ERRORS.inc()
                     log.error("rules reload failed; keeping the last good rules:\n%s", exc)
                 return False
             self._rules = rules

@@ -42,6 +42,12 @@ def test_run_serves_health_and_metrics(env: dict[str, str]) -> None:  # noqa: F8
             assert status == 200
             assert 'policybot_outbox{status="sent"} 2.0' in metrics
             assert 'policybot_feeds{health="failing"} 1.0' in metrics
+            assert 'policybot_polls_total{outcome="ok"} 2.0' in metrics
+            assert 'policybot_polls_total{outcome="failed"} 1.0' in metrics
+            assert 'policybot_entries_stored_total{kind="new"} 3.0' in metrics
+            assert 'policybot_matches_total{rule="gcap"} 1.0' in metrics
+            assert 'policybot_alerts_total{outcome="sent"} 2.0' in metrics
+            assert "policybot_delivery_latency_seconds_count 2.0" in metrics
             assert get(address.group(0) + "/nope")[0] == 404
         finally:
             process.terminate()

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bot import metrics
 from bot.config import Settings
 from bot.digest.config import DigestConfig, load_digests
 from bot.digest.job import DigestRunner, SendOutcome
@@ -83,7 +84,11 @@ class DigestService:
                 log.error("digests configured but not sent: %s", self.smtp_error)
             return []
         chosen = [d for d in self.digests if name is None or d.name == name]
-        return self.runner.run_due(chosen)
+        outcomes = self.runner.run_due(chosen)
+        for outcome in outcomes:
+            if outcome.result != "already":
+                metrics.DIGEST_SENDS.labels(outcome.result).inc()
+        return outcomes
 
     def sweep(self) -> list[SendOutcome]:
         self.refresh()

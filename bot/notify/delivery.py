@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from bot import metrics
 from bot.errors import DeliveryError
 from bot.messages import Message, Reply, Summary, Update
 from bot.model import Alert
@@ -133,6 +134,7 @@ class Deliverer:
         except DeliveryError as exc:
             now = self.clock()
             if exc.permanent:
+                metrics.ALERTS.labels("failed").inc()
                 self.store.mark_failed(message.id, error=exc.message, now=now)
                 report.failed += 1 + (len(message.alerts) if isinstance(message, Summary) else 0)
                 report.errors.append(str(exc))
@@ -140,6 +142,7 @@ class Deliverer:
                           message.channel, exc.message)
                 return False
             at = now + self._retry_delay(message, exc)
+            metrics.ALERTS.labels("retry").inc()
             self.store.mark_retry(message.id, at=at, error=exc.message)
             report.retrying += 1
             log.warning("delivery %s=%d channel=%s retry at %s: %s", kind, message.id,
@@ -150,6 +153,7 @@ class Deliverer:
             self._last_post[message.channel] = now
         self.store.mark_sent(message.id, ts=sent.ts, now=now, channel=sent.channel,
                              note=sent.note)
+        _observe_sent(message, now)
         if isinstance(message, Summary):
             report.summaries += 1
             report.summarised += len(message.alerts)
@@ -183,3 +187,14 @@ class Deliverer:
         gap = self.pace - (self.clock() - last).total_seconds()
         if gap > 0:
             self.sleep(gap)
+
+
+def _observe_sent(message: Message, now: datetime) -> None:
+    """Metrics: alerts sent, and the time from the entry first seen (the alert row was written
+    in the same transaction) to Slack accepting it."""
+    alerts = message.alerts if isinstance(message, Summary) else (
+        (message,) if isinstance(message, Alert) else ())
+    for alert in alerts:
+        metrics.ALERTS.labels("sent").inc()
+        if alert.created_at is not None:
+            metrics.DELIVERY_LATENCY.observe(max((now - alert.created_at).total_seconds(), 0))
