@@ -105,7 +105,9 @@ def open_app(
             )
             deliverer = Deliverer(store=store, sender=sender, clock=clock, sleep=sleep,
                                   pace=0.0 if sender.name == "console" else 1.0,
-                                  flood_cap=settings.max_alerts_per_cycle)
+                                  flood_cap=settings.max_alerts_per_cycle, batch=10,
+                                  claim_lease=None if engine.dialect.name == "sqlite"
+                                  else timedelta(seconds=settings.claim_lease_seconds))
             ops = OpsAnnouncer(store, make_ops_poster(settings), clock,
                                timedelta(hours=settings.stale_after_hours))
             yield App(settings, store, fetcher, sender, rules, feeds, poller, deliverer, clock,

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # Pipeline knobs: sane defaults, rarely changed.
     backfill_alert_window_hours: float = Field(default=24.0, ge=0)
     retention_days: int = Field(default=365, ge=1)
+    # Replicas (PostgreSQL): how long a claim on a feed or an alert holds before another
+    # replica may take the work over.
+    claim_lease_seconds: float = Field(default=300.0, ge=1)
     fetch_concurrency: int = Field(default=16, ge=1, le=256)
     fetch_per_host: int = Field(default=2, ge=1, le=16)
     fetch_timeout: float = Field(default=20.0, gt=0)

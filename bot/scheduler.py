@@ -59,6 +59,8 @@ class Service:
         return pruned
 
     def deliver_job(self) -> None:
+        if self.app.deliverer.claim_lease is not None:
+            self.app.deliverer.recover()  # take over a dead replica's posts
         self.app.deliverer.deliver_due(stop=self.stop.is_set)
 
 

@@ -143,3 +143,20 @@ def test_retry_makes_waiting_alerts_due_now_and_with_failed_requeues_failed_ones
     assert store.alert_counts()["failed"] == 1
     assert store.requeue(clock(), failed=True) == 1
     assert deliverer(store, fake_slack, clock).deliver_due().sent == 2
+
+
+def test_with_replicas_only_claims_older_than_the_lease_are_taken_over(
+    store: Store, fake_slack: FakeSlack, clock: FakeClock
+) -> None:
+    outbox(store, clock)
+    (claimed,) = store.claim_alerts(clock())  # a live replica is posting this one
+    other = deliverer(store, fake_slack, clock)
+    other.claim_lease = timedelta(minutes=5)
+    other.recover()
+    assert [m.id for m in store.in_flight_alerts()] == [claimed.id], "left to its owner"
+    assert other.deliver_due().sent == 0
+    clock.advance(minutes=6)  # the owner died: its claim expired
+    other.recover()
+    assert store.in_flight_alerts() == []
+    assert other.deliver_due().sent == 1
+    assert len(fake_slack.posts) == 1

@@ -186,6 +186,9 @@ def env(tmp_path: Path, db_url: str, slack: FakeSlack, feed_server: FeedServer
         "POLICYBOT_DATABASE_URL": db_url, "POLICYBOT_RULES_DIR": str(rules),
         "POLICYBOT_ALLOW_PRIVATE_ADDRESSES": "true", "SLACK_BOT_TOKEN": slack.token,
         "POLICYBOT_SLACK_API_URL": slack.base_url, "POLICYBOT_SLACK_CHANNEL": CHANNEL,
+        # PostgreSQL allows replicas, so a claim is only taken over once its lease expires;
+        # a short lease keeps the restart quick.
+        "POLICYBOT_CLAIM_LEASE_SECONDS": "1",
     }
 
 

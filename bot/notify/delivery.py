@@ -69,12 +69,17 @@ class Deliverer:
     batch: int = 50
     flood_cap: int = 10  # top-level alerts per channel per pass; 0 turns flood control off
     rng: Callable[[], float] = random.random
+    # None: this process is the only deliverer (SQLite), so every `sending` row at start-up
+    # is abandoned. With replicas (PostgreSQL), a row is abandoned once its claim is older
+    # than this lease; a batch of posts always finishes well within it.
+    claim_lease: timedelta | None = None
     _last_post: dict[str, datetime] = field(default_factory=dict)
 
     def recover(self) -> DeliveryReport:
         """Settle rows left in ``sending`` by a process that died mid-post."""
         report = DeliveryReport()
-        for message in self.store.in_flight_alerts():
+        before = None if self.claim_lease is None else self.clock() - self.claim_lease
+        for message in self.store.in_flight_alerts(claimed_before=before):
             found = None if isinstance(message, Update) else self._find(message)
             now = self.clock()
             if found is not None and found.ts is not None:

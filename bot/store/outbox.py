@@ -205,10 +205,17 @@ class OutboxRepo:
                     claimed.append(alert_id)
         return self.messages(claimed)
 
-    def in_flight_alerts(self) -> list[Message]:
-        """Rows left in ``sending``: the process died between claiming and recording."""
+    def in_flight_alerts(self, claimed_before: datetime | None = None) -> list[Message]:
+        """Rows left in ``sending``: the process died between claiming and recording.
+
+        With several replicas, only rows claimed before ``claimed_before`` (the claim lease)
+        are another process's abandoned work; newer ones may be mid-post in a live replica.
+        """
+        cond = [alerts.c.status == SENDING]
+        if claimed_before is not None:
+            cond.append(alerts.c.claimed_at < claimed_before)
         with self._begin() as conn:
-            ids = list(conn.execute(select(alerts.c.id).where(alerts.c.status == SENDING)
+            ids = list(conn.execute(select(alerts.c.id).where(*cond)
                                     .order_by(alerts.c.id)).scalars())
         return self.messages(ids)
 
