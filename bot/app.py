@@ -102,6 +102,9 @@ def open_app(
                 store=store, fetcher=fetcher, rules=rules, routing=make_routing(settings),
                 clock=clock, backfill_window=timedelta(hours=settings.backfill_alert_window_hours),
                 backfill=backfill, adaptive_interval=settings.adaptive_interval,
+                lease=timedelta(seconds=max(settings.claim_lease_seconds,
+                                            2 * settings.fetch_deadline)),
+                claim_batch=4 * settings.fetch_concurrency,
             )
             deliverer = Deliverer(store=store, sender=sender, clock=clock, sleep=sleep,
                                   pace=0.0 if sender.name == "console" else 1.0,

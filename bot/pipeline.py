@@ -8,9 +8,11 @@ the delivery loop (``bot.notify.delivery``) posts the alerts it wrote.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot import metrics
@@ -96,15 +98,30 @@ class Poller:
     clock: Clock
     backfill_window: timedelta = timedelta(hours=24)
     backfill: bool = True
+    lease: timedelta = timedelta(minutes=10)  # a feed's claim; another replica may take over
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    claim_batch: int = 64
     adaptive_interval: bool = False  # poll rarely-publishing feeds less often (bot.schedule)
 
     def cycle(
         self, *, force: bool = False, url: str | None = None,
         stop: threading.Event | None = None,
     ) -> list[FeedOutcome]:
-        """Poll the due feeds (or every active feed with ``force``; or the one at ``url``)."""
-        feeds = self.store.feeds_to_poll(self.clock(), force=force, url=url)
-        return self.poll_feeds(feeds, stop=stop)
+        """Poll the due feeds (or every active feed with ``force``; or the one at ``url``).
+
+        Feeds are claimed in batches, so that a cycle streams through thousands of feeds
+        without holding them all, and replicas share the work as they go.
+        """
+        started = self.clock()
+        outcomes: list[FeedOutcome] = []
+        while stop is None or not stop.is_set():
+            feeds = self.store.feeds_to_poll(
+                self.clock(), force=force, url=url, lease=self.lease, owner=self.owner,
+                limit=self.claim_batch, polled_before=started)
+            if not feeds:
+                break
+            outcomes += self.poll_feeds(feeds, stop=stop)
+        return outcomes
 
     def poll_feeds(
         self, feeds: Sequence[FeedState], *, stop: threading.Event | None = None

@@ -161,3 +161,14 @@ def test_a_changed_entry_updates_in_place_and_drops_stale_matches(store: Store) 
     assert saved.changed_entries == 1
     assert store.stored_entries(feed.id, ["a"])["a"].content_hash == changed.content_hash
     assert store.match_rule_ids_for(stored["a"].id) == []
+
+
+def test_feeds_are_claimed_in_batches_and_not_twice_in_one_cycle(store: Store) -> None:
+    store.sync_feeds([source(f"f{i}", f"https://example.org/{i}") for i in range(5)], NOW)
+    first = store.feeds_to_poll(NOW, force=True, limit=2, polled_before=NOW)
+    assert len(first) == 2
+    for feed in first:
+        store.record_feed(feed.id, FeedUpdate(polled_at=NOW, next_poll_at=NOW, status=304))
+    rest = store.feeds_to_poll(NOW, force=True, limit=10, polled_before=NOW)
+    assert sorted(f.name for f in first + rest) == ["f0", "f1", "f2", "f3", "f4"]
+    assert {f.name for f in first}.isdisjoint(f.name for f in rest)

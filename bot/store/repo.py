@@ -220,13 +220,17 @@ class Store(OutboxRepo):
     def feeds_to_poll(
         self, now: datetime, *, force: bool = False, url: str | None = None,
         lease: timedelta = timedelta(minutes=10), owner: str = "local",
+        limit: int | None = None, polled_before: datetime | None = None,
     ) -> list[FeedState]:
         """Claim the feeds to poll now and return them.
 
         Due feeds have ``next_poll_at <= now``; ``force`` takes every active feed whatever its
         schedule, except those a server told to wait (Retry-After) and those that are gone.
         Each feed is claimed with a lease (a conditional UPDATE) so that two processes never
-        poll one feed at once; ``save_poll`` releases it.
+        poll one feed at once; ``save_poll`` releases it. On PostgreSQL the candidates are
+        locked with ``FOR UPDATE SKIP LOCKED``, so replicas claiming at the same moment take
+        different feeds instead of queueing behind each other. ``limit`` claims a batch;
+        ``polled_before`` leaves out feeds already polled since then (this cycle).
         """
         active = and_(feeds.c.enabled.is_(True), feeds.c.removed_at.is_(None),
                       feeds.c.gone.is_(False))
@@ -239,10 +243,14 @@ class Store(OutboxRepo):
                             feeds.c.retry_after_until <= now))
         else:
             cond.append(feeds.c.next_poll_at <= now)
+        if polled_before is not None:
+            cond.append(or_(feeds.c.last_polled_at.is_(None),
+                            feeds.c.last_polled_at < polled_before))
         claimed: list[FeedState] = []
         with self._begin() as conn:
             ids = [r.id for r in conn.execute(
-                select(feeds.c.id).where(*cond).order_by(feeds.c.next_poll_at, feeds.c.id))]
+                select(feeds.c.id).where(*cond).order_by(feeds.c.next_poll_at, feeds.c.id)
+                .limit(limit).with_for_update(skip_locked=True))]
             for feed_id in ids:
                 result = conn.execute(
                     update(feeds)
