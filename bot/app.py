@@ -108,7 +108,10 @@ def open_app(
             )
             deliverer = Deliverer(store=store, sender=sender, clock=clock, sleep=sleep,
                                   pace=0.0 if sender.name == "console" else 1.0,
-                                  flood_cap=settings.max_alerts_per_cycle, batch=10,
+                                  flood_cap=settings.max_alerts_per_cycle,
+                                  # One claim per post: a row is `sending` only while its
+                                  # request is in flight, far within the claim lease.
+                                  batch=1,
                                   claim_lease=None if engine.dialect.name == "sqlite"
                                   else timedelta(seconds=settings.claim_lease_seconds))
             ops = OpsAnnouncer(store, make_ops_poster(settings), clock,

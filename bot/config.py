@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Replicas (PostgreSQL): how long a claim on a feed or an alert holds before another
     # replica may take the work over.
     claim_lease_seconds: float = Field(default=300.0, ge=1)
+    # How often `run` looks for due feeds (each feed keeps its own interval).
+    poll_tick_seconds: float = Field(default=30.0, ge=1)
     fetch_concurrency: int = Field(default=16, ge=1, le=256)
     fetch_per_host: int = Field(default=2, ge=1, le=16)
     fetch_timeout: float = Field(default=20.0, gt=0)

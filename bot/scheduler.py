@@ -24,7 +24,6 @@ from bot.store.retention import prune_entry_text
 
 log = logging.getLogger(__name__)
 
-POLL_EVERY_SECONDS = 30
 DELIVER_EVERY_SECONDS = 5
 
 
@@ -110,7 +109,8 @@ def run_service(app: App, stop: threading.Event, *, http: str | None = None) -> 
         "coalesce": True, "max_instances": 1, "misfire_grace_time": 60,
     })
     now = datetime.now(UTC)
-    scheduler.add_job(service.poll_job, "interval", seconds=POLL_EVERY_SECONDS,
+    tick = app.settings.poll_tick_seconds
+    scheduler.add_job(service.poll_job, "interval", seconds=tick,
                       id="poll", next_run_time=now)
     scheduler.add_job(service.deliver_job, "interval", seconds=DELIVER_EVERY_SECONDS,
                       id="deliver")
@@ -126,7 +126,7 @@ def run_service(app: App, stop: threading.Event, *, http: str | None = None) -> 
     # New alerts go out now rather than at the next tick, without two delivery loops at once.
     service.wake_delivery = lambda: deliver.modify(next_run_time=datetime.now(UTC))
     scheduler.start()
-    log.info("policybot running: polling every %ss; Ctrl-C to stop", POLL_EVERY_SECONDS)
+    log.info("policybot running: looking for due feeds every %gs; Ctrl-C to stop", tick)
     try:
         with contextlib.ExitStack() as stack:
             if http is not None:

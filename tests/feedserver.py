@@ -100,6 +100,8 @@ class FeedServer:
         self.max_in_flight = 0
         self.in_flight_by_host: dict[str, int] = {}
         self.max_in_flight_by_host: dict[str, int] = {}
+        self.in_flight_by_path: dict[str, int] = {}
+        self.max_in_flight_by_path: dict[str, int] = {}
         self._routes: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self._gates: list[Gate] = []
@@ -314,11 +316,17 @@ class FeedServer:
             self.max_in_flight_by_host[record.host] = max(
                 self.max_in_flight_by_host.get(record.host, 0), n
             )
+            n = self.in_flight_by_path.get(record.path, 0) + 1
+            self.in_flight_by_path[record.path] = n
+            self.max_in_flight_by_path[record.path] = max(
+                self.max_in_flight_by_path.get(record.path, 0), n
+            )
 
     def _end(self, record: Recorded) -> None:
         with self._lock:
             self.in_flight -= 1
             self.in_flight_by_host[record.host] -= 1
+            self.in_flight_by_path[record.path] -= 1
 
     def _handler_for(self, path: str) -> Handler | None:
         return self._routes.get(path)
