@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -45,27 +45,64 @@ class Evaluation:
 
 _FIELD_ORDER = {name: i for i, name in enumerate(TEXT_FIELDS)}
 
+# A hit as a plain tuple: (field index in TEXT_FIELDS, start, end, term). Tuples sort in
+# reading order and hash in C, so the engine works with these and makes Hit objects last.
+HitKey = tuple[int, int, int, str]
 
-def _uncovered(hits: list[Hit], counts: Callable[[Hit], bool]) -> list[Hit]:
-    """``hits`` (sorted by field, start, longest first) without those strictly inside the span
-    of an earlier hit for which ``counts`` is true (same field, larger span)."""
-    kept: list[Hit] = []
-    field = ""
-    reach = -1  # the furthest end among counted hits with an earlier, different span
+
+def _uncovered(keys: list[HitKey]) -> list[HitKey]:
+    """``keys`` (sorted by field, start, longest first) without those strictly inside the
+    span of an earlier key (same field, larger span)."""
+    kept: list[HitKey] = []
+    field = -1
+    reach = -1  # the furthest end among hits with an earlier, different span
     group_reach = -1
     span: tuple[int, int] | None = None
-    for h in hits:
-        if h.field != field:
-            field, reach, group_reach, span = h.field, -1, -1, None
-        if (h.start, h.end) != span:
+    for key in keys:
+        f, start, end, _ = key
+        if f != field:
+            field, reach, group_reach, span = f, -1, -1, None
+        if (start, end) != span:
             reach = max(reach, group_reach)
             group_reach = -1
-            span = (h.start, h.end)
-        if reach < h.end:
-            kept.append(h)
-        if counts(h):
-            group_reach = max(group_reach, h.end)
+            span = (start, end)
+        if reach < end:
+            kept.append(key)
+        group_reach = max(group_reach, end)
     return kept
+
+
+def _longest_first(key: HitKey) -> tuple[int, int, int, str]:
+    return (key[0], key[1], -key[2], key[3])
+
+
+def ordered_hit_keys(keys: Iterable[HitKey], tracked: frozenset[str] = frozenset()
+                     ) -> list[HitKey]:
+    """Unique hits in reading order, without those inside a longer hit (see
+    :func:`sorted_hits`)."""
+    unique = sorted(set(keys))
+    # Nearly always no two hits overlap, and then none is inside another: check that first.
+    field = -1
+    reach = -1
+    span = (-1, -1)
+    for f, start, end, _ in unique:
+        if f != field:
+            field, reach, span = f, end, (start, end)
+        elif (start, end) != span:
+            if start < reach:
+                break
+            reach = max(reach, end)
+            span = (start, end)
+    else:
+        return unique
+    ordered = sorted(unique, key=_longest_first)
+    if not tracked:
+        kept = set(_uncovered(ordered))
+    else:
+        plain = {k for k in _uncovered(ordered) if k[3] not in tracked}
+        on_list = set(_uncovered([k for k in ordered if k[3] in tracked]))
+        kept = plain | on_list
+    return [k for k in unique if k in kept]
 
 
 def sorted_hits(hits: Iterable[Hit], tracked: frozenset[str] = frozenset()) -> tuple[Hit, ...]:
@@ -76,15 +113,9 @@ def sorted_hits(hits: Iterable[Hit], tracked: frozenset[str] = frozenset()) -> t
     inside ``英外務大臣``. A hit on a tracked list entry is dropped only inside another
     tracked hit.
     """
-    ordered = sorted(set(hits), key=lambda h: (_FIELD_ORDER[h.field], h.start, -h.end, h.term))
-    if not tracked:
-        kept = _uncovered(ordered, lambda h: True)
-    else:
-        plain = {id(h) for h in _uncovered(ordered, lambda h: True) if h.term not in tracked}
-        listed = [h for h in ordered if h.term in tracked]
-        on_list = {id(h) for h in _uncovered(listed, lambda h: True)}
-        kept = [h for h in ordered if id(h) in plain or id(h) in on_list]
-    return tuple(sorted(kept, key=lambda h: (_FIELD_ORDER[h.field], h.start, h.end, h.term)))
+    keys = ordered_hit_keys(((_FIELD_ORDER[h.field], h.start, h.end, h.term) for h in hits),
+                            tracked)
+    return tuple(Hit(TEXT_FIELDS[f], start, end, term) for f, start, end, term in keys)
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,6 +249,10 @@ class _Tables:
     complex: frozenset[str]  # expands, vanishes or combines: the slow path
     special: re.Pattern[str]  # any simple or complex character, or white space but " "
     words: re.Pattern[str]  # runs of word characters (w), of unspaced script (u), astral (x)
+    word_set: frozenset[str]  # the word characters of the BMP (what is_word_char says)
+    # For WordIndex: runs beyond Latin-1 of word characters (w), of unspaced script (u), and
+    # single astral characters (x); Latin-1 is classified by a byte table.
+    wide_runs: re.Pattern[str]
 
 
 @lru_cache(maxsize=1)
@@ -312,7 +316,19 @@ def _tables() -> _Tables:
     words = re.compile(
         f"(?P<w>[{word_class}]+)|(?P<u>[{unspaced}]+)|(?P<x>[\U00010000-\U0010ffff])"
     )
-    return _Tables(simple, frozenset(complex_chars), special, words)
+    wide_class = "".join(re.escape(c) for c in word_chars if c > "\xff")
+    wide_runs = re.compile(
+        f"(?P<w>[{wide_class}]+)|(?P<u>[{unspaced}]+)|(?P<x>[\U00010000-\U0010ffff])"
+    )
+    word_set = frozenset(word_chars) | frozenset(
+        c for c in map(chr, range(0x80)) if c.isalnum())
+    return _Tables(simple, frozenset(complex_chars), special, words, word_set, wide_runs)
+
+
+def word_chars() -> frozenset[str]:
+    """The word characters of the Basic Multilingual Plane, as a set: ``c in word_chars()``
+    is :func:`is_word_char` for them, without a call (the engine's inner loop)."""
+    return _tables().word_set
 
 
 def _is_complex(c: str, tables: _Tables) -> bool:
@@ -415,53 +431,72 @@ def word_numbers(text: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-_ASCII_WORDS = re.compile("[A-Za-z0-9]+")
+# One byte per Latin-1 character for WordIndex: b"w" for a word character, b" " otherwise
+# (no Latin-1 character belongs to an unspaced script). Characters beyond Latin-1 arrive as
+# "?" from the encoder and are classified by ``_Tables.wide_runs``.
+_LATIN1_CLASS = bytes(
+    ord("w") if is_word_char(chr(code)) else ord(" ") for code in range(256)
+)
 
 
 class WordIndex:
-    """Word numbers (as :func:`word_numbers` gives them) at any position, from the runs of
-    words found by one regular-expression pass instead of a loop over every character."""
+    """Word numbers (as :func:`word_numbers` gives them) at any position, counted on demand.
 
-    __slots__ = ("_starts", "_runs")
+    The text is reduced to one byte per character by the Latin-1 encoder and a byte table
+    (C speed), patching the few runs beyond Latin-1: ``w`` for a word character, ``U`` for
+    an unspaced character that starts a two-character unit (every other one of a run),
+    ``u`` for the rest of an unspaced run, a space otherwise. ``bytes.replace`` then marks
+    every word start ``S`` (a ``w`` after anything else), and a word number is a
+    ``bytes.count`` of the marks up to the position: nothing is built per word, and an
+    entry needs numbers only where a NEAR compares two occurrences.
+    """
+
+    __slots__ = ("_marks",)
 
     def __init__(self, text: str) -> None:
-        runs: list[list[int]]  # [start, end, unspaced (0/1), first number]
-        if text.isascii():  # every word is one run: its number is its rank
-            runs = [[m.start(), m.end(), 0, i] for i, m in enumerate(_ASCII_WORDS.finditer(text))]
-            self._starts = [r[0] for r in runs]
-            self._runs = runs
-            return
-        runs = []
-        current = -1
-        for m in _tables().words.finditer(text):
-            a, b = m.span()
-            kind = m.lastgroup
-            if kind == "x":
-                c = text[a]
-                if is_word_char(c):
-                    kind = "w"
-                elif is_unspaced(c):
-                    kind = "u"
-                else:
-                    continue
-            unspaced = 1 if kind == "u" else 0
-            if runs and runs[-1][1] == a and runs[-1][2] == unspaced:
-                run = runs[-1]
-                run[1] = b
-                if unspaced:
-                    current = run[3] + (b - run[0] - 1) // 2
-                continue
-            first = current + 1
-            runs.append([a, b, unspaced, first])
-            current = first + (b - a - 1) // 2 if unspaced else first
-        self._starts = [r[0] for r in runs]
-        self._runs = runs
+        encoded = text.encode("latin-1", "replace")  # one byte per character, "?" beyond
+        raw = encoded.translate(_LATIN1_CLASS)
+        if not text.isascii():
+            buf = bytearray(raw)
+            wide = _tables().wide_runs
+            run_start = u_end = -1  # the unspaced run being written, which astral characters
+            q = encoded.find(b"?")  # (one match each) may continue
+            while q != -1:
+                stop = _QUESTION_RUN.match(encoded, q).end()  # type: ignore[union-attr]
+                for m in wide.finditer(text, q, stop):
+                    a, b = m.span()
+                    kind = m.lastgroup
+                    if kind == "x":
+                        c = text[a]
+                        kind = "w" if is_word_char(c) else "u" if is_unspaced(c) else ""
+                    if kind == "w":
+                        buf[a:b] = b"w" * (b - a)
+                    elif kind == "u":
+                        if a != u_end:
+                            run_start = a
+                        units = _UNITS[(a - run_start) % 2]
+                        buf[a:b] = units * ((b - a) // 2) + units[: (b - a) % 2]
+                        u_end = b
+                q = encoded.find(b"?", stop)
+            raw = bytes(buf)
+        # Mark every unit start "S": a word character after something else, and "U".
+        marks = raw.replace(b" w", b" S").replace(b"uw", b"uS").replace(b"Uw", b"US")
+        if marks[:1] == b"w":
+            marks = b"S" + marks[1:]
+        self._marks = marks.translate(_U_TO_S)
 
     def number(self, pos: int) -> int:
-        k = bisect_right(self._starts, pos) - 1
-        if k < 0:
-            return 0
-        start, end, unspaced, first = self._runs[k]
-        if pos < end:
-            return first + (pos - start) // 2 if unspaced else first
-        return first + (end - start - 1) // 2 if unspaced else first
+        units = self._marks.count(b"S", 0, pos + 1)
+        return units - 1 if units > 0 else 0
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """``(number(start), number(end - 1))`` for the span ``[start, end)``."""
+        marks = self._marks
+        units = marks.count(b"S", 0, start + 1)
+        last = units + marks.count(b"S", start + 1, end)
+        return (units - 1 if units > 0 else 0), (last - 1 if last > 0 else 0)
+
+
+_UNITS = (b"Uu", b"uU")  # by the parity of the offset in the unspaced run
+_U_TO_S = bytes.maketrans(b"U", b"S")
+_QUESTION_RUN = re.compile(rb"\?+")

@@ -160,7 +160,8 @@ class Store(OutboxRepo):
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
-            raise StorageError(f"database error: {exc.orig}") from exc
+            first_line = (str(exc.orig).strip().splitlines() or ["unknown"])[0]
+            raise StorageError(f"database error: {first_line}") from exc
 
     def _insert(self, table: Any) -> Any:
         """INSERT … ON CONFLICT DO NOTHING for the engine's dialect."""
