@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StorageError
 
 # The migrations live beside the package in a source checkout (and an editable install);
 # an installed copy elsewhere points POLICYBOT_MIGRATIONS_DIR at them.
@@ -106,3 +108,15 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction; an operational failure (the database went away, disk full, locked)
+    becomes a one-line StorageError. Bugs (programming errors) still surface as they are."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except OperationalError as exc:
+        first_line = (str(exc.orig).strip().splitlines() or ["unknown"])[0]
+        raise StorageError(f"database error: {first_line}") from exc

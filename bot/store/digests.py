@@ -9,17 +9,16 @@ NOTHING (or a conditional UPDATE for a retry or ``--force``) before any mail is 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 
-from bot.errors import StorageError
 from bot.model import Entry, Hit
+from bot.store.db import transaction
 from bot.store.tables import digest_sends, entries, feeds, first_mentions, matches
 
 SENDING, SENT, RETRY, FAILED, SKIPPED = "sending", "sent", "retry", "failed", "skipped"
@@ -96,13 +95,8 @@ class DigestStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextlib.contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except OperationalError as exc:
-            raise StorageError(f"database error: {exc.orig}") from exc
+    def _begin(self) -> contextlib.AbstractContextManager[Connection]:
+        return transaction(self.engine)
 
     # ------------------------------------------------------------------ reads
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 
-from bot.errors import StorageError
 from bot.model import AlertRule, Entry, FeedSource, Hit, Match
 from bot.plan import PlannedReply, PlannedUpdate
+from bot.store.db import transaction
 from bot.store.outbox import OutboxRepo, alert_key
 from bot.store.tables import alerts, entries, feeds, first_mentions, matches
 
@@ -154,14 +153,8 @@ class Store(OutboxRepo):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @contextlib.contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except OperationalError as exc:
-            first_line = (str(exc.orig).strip().splitlines() or ["unknown"])[0]
-            raise StorageError(f"database error: {first_line}") from exc
+    def _begin(self) -> contextlib.AbstractContextManager[Connection]:
+        return transaction(self.engine)
 
     def _insert(self, table: Any) -> Any:
         """INSERT … ON CONFLICT DO NOTHING for the engine's dialect."""
