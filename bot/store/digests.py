@@ -51,6 +51,8 @@ class FeedProblem:
 
 @dataclass(frozen=True, slots=True)
 class FirstMention:
+    """The first entry in which a rule named a member of its ``track`` list."""
+
     rule_id: str
     member: str
     entry_id: int

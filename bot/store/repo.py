@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from bot.model import AlertRule, Entry, FeedSource, Hit, Match
 from bot.plan import PlannedReply, PlannedUpdate
 from bot.store.db import transaction
+from bot.store.digests import DigestStore, FirstMention
 from bot.store.outbox import OutboxRepo, alert_key
 from bot.store.tables import alerts, entries, feeds, first_mentions, matches
 
@@ -131,19 +132,6 @@ class PollSaved:
     new_entries: int
     changed_entries: int
     alerts: int
-
-
-@dataclass(frozen=True, slots=True)
-class FirstMention:
-    """The first entry in which a rule named a member of its ``track`` list."""
-
-    rule_id: str
-    member: str
-    entry_id: int
-    title: str
-    link: str | None
-    feed_name: str
-    seen_at: datetime
 
 
 class Store(OutboxRepo):
@@ -386,19 +374,11 @@ class Store(OutboxRepo):
                 created.setdefault(item[0], []).append(item[1:])
         return created
 
-    def first_mentions_between(self, start: datetime, end: datetime) -> list[FirstMention]:
-        """First mentions recorded in ``[start, end)``, oldest first (for the digest)."""
-        with self._begin() as conn:
-            rows = conn.execute(
-                select(first_mentions.c.rule_id, first_mentions.c.member,
-                       first_mentions.c.entry_id, first_mentions.c.seen_at, entries.c.title,
-                       entries.c.link, feeds.c.name.label("feed_name"))
-                .join(entries, entries.c.id == first_mentions.c.entry_id)
-                .join(feeds, feeds.c.id == entries.c.feed_id)
-                .where(first_mentions.c.seen_at >= start, first_mentions.c.seen_at < end)
-                .order_by(first_mentions.c.seen_at, first_mentions.c.id)).all()
-        return [FirstMention(r.rule_id, r.member, r.entry_id, r.title, r.link, r.feed_name,
-                             r.seen_at) for r in rows]
+    def first_mentions_between(
+        self, start: datetime, end: datetime, rule_ids: Collection[str] | None = None
+    ) -> list[FirstMention]:
+        """Tracked list members first named in ``[start, end)``, oldest first."""
+        return DigestStore(self.engine).first_mentions_between(start, end, rule_ids)
 
     def _write_alerts(
         self, conn: Connection, write: PollWrite, ids: dict[str, int],
