@@ -11,6 +11,11 @@ from datetime import UTC, datetime
 REDACTED = "[redacted]"
 
 
+# Fields that log calls bind with ``extra=`` (the feed of a poll, the alert of a delivery).
+BOUND = ("event", "feed", "alert", "kind", "channel", "outcome", "status", "new", "changed",
+         "alerts", "error", "ts")
+
+
 class SecretFilter(logging.Filter):
     """Replaces known secret values (tokens, webhook URLs, passwords) wherever they appear,
     including in third-party libraries' debug output."""
@@ -28,6 +33,10 @@ class SecretFilter(logging.Filter):
         if self.secrets:
             message = self.scrub(record.getMessage())
             record.msg, record.args = message, None
+            for key in BOUND:
+                value = getattr(record, key, None)
+                if isinstance(value, str):
+                    setattr(record, key, self.scrub(value))
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None
@@ -42,6 +51,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in BOUND:
+            value = getattr(record, key, None)
+            if value is not None:
+                payload[key] = value
         if record.exc_text or record.exc_info:
             payload["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(payload, ensure_ascii=False)

@@ -148,6 +148,10 @@ class Poller:
                 "poll feed=%s result=%s new=%d changed=%d alerts=%d%s",
                 outcome.feed, outcome.result, outcome.new, outcome.changed, outcome.alerts,
                 f" error={outcome.error!r}" if outcome.error else "",
+                extra={"event": "poll", "feed": outcome.feed, "outcome": outcome.result,
+                       "status": outcome.status, "new": outcome.new,
+                       "changed": outcome.changed, "alerts": outcome.alerts,
+                       "error": outcome.error},
             )
         return outcomes
 

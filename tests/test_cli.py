@@ -237,3 +237,20 @@ def test_no_secret_appears_in_debug_output(env: dict[str, str], fake_slack: Fake
     assert result.returncode == 0, result.stderr
     secret_part = fake_slack.webhook_url.rsplit("/", 1)[-1]
     assert secret_part not in result.stdout + result.stderr
+
+
+def test_json_logs_bind_the_feed_and_the_alert_and_hold_no_secret(
+    env: dict[str, str], fake_slack: FakeSlack
+) -> None:
+    import json
+
+    result = policybot(env | {"POLICYBOT_LOG_FORMAT": "json"}, "poll", "--verbose")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert events and all({"time", "level", "logger", "message"} <= set(e) for e in events)
+    polls = {e["feed"]: e for e in events if e.get("event") == "poll"}
+    assert polls["broken"]["outcome"] == "failed" and polls["broken"]["status"] == 503
+    assert polls["uk-mod"]["new"] == 2
+    sent = [e for e in events if e.get("event") == "delivery" and e["outcome"] == "sent"]
+    assert sorted(e["alert"] for e in sent) == [1, 2]
+    assert fake_slack.token not in result.stderr

@@ -144,14 +144,16 @@ class Deliverer:
                 report.failed += 1 + (len(message.alerts) if isinstance(message, Summary) else 0)
                 report.errors.append(str(exc))
                 log.error("delivery %s=%d channel=%s failed: %s", kind, message.id,
-                          message.channel, exc.message)
+                          message.channel, exc.message,
+                          extra=_bound(message, kind, "failed", error=exc.message))
                 return False
             at = now + self._retry_delay(message, exc)
             metrics.ALERTS.labels("retry").inc()
             self.store.mark_retry(message.id, at=at, error=exc.message)
             report.retrying += 1
             log.warning("delivery %s=%d channel=%s retry at %s: %s", kind, message.id,
-                        message.channel, at.isoformat(timespec="seconds"), exc.message)
+                        message.channel, at.isoformat(timespec="seconds"), exc.message,
+                        extra=_bound(message, kind, "retry", error=exc.message))
             return False
         now = self.clock()
         if sent.note is None:
@@ -174,7 +176,7 @@ class Deliverer:
                      message.channel, sent.note)
         else:
             log.info("delivery %s=%d channel=%s sent ts=%s", kind, message.id,
-                     message.channel, sent.ts)
+                     message.channel, sent.ts, extra=_bound(message, kind, "sent", ts=sent.ts))
         return True
 
     def _retry_delay(self, message: Message, exc: DeliveryError) -> timedelta:
@@ -203,3 +205,9 @@ def _observe_sent(message: Message, now: datetime) -> None:
         metrics.ALERTS.labels("sent").inc()
         if alert.created_at is not None:
             metrics.DELIVERY_LATENCY.observe(max((now - alert.created_at).total_seconds(), 0))
+
+
+def _bound(message: Message, kind: str, outcome: str, **more: object) -> dict[str, object]:
+    """Fields bound to a delivery's log event (JSON logs carry them as keys)."""
+    return {"event": "delivery", "kind": kind, "alert": message.id,
+            "channel": message.channel, "outcome": outcome, **more}
