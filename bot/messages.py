@@ -101,7 +101,8 @@ class Update:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """The alerts over a channel's cap for one delivery pass, in one message."""
+    """The alerts over a channel's cap for one poll cycle (its delivery pass), in one
+    message."""
 
     id: int
     channel: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,18 +32,27 @@ class Service:
     def __init__(self, app: App, stop: threading.Event) -> None:
         self.app = app
         self.stop = stop
-        self.wake_delivery: Callable[[], None] = self.deliver_job
+        # A poll cycle's alerts go out in one delivery pass at its end, so that flood
+        # control (max_alerts_per_cycle) counts per cycle; the periodic delivery job (for
+        # retries) stands aside while a cycle runs. One delivery loop at a time.
+        self._cycle_running = threading.Event()
+        self._delivering = threading.Lock()
 
     def poll_job(self) -> None:
         self.app.rules.refresh()
         self.app.feeds.refresh()
-        outcomes = self.app.poller.cycle(stop=self.stop)
+        self._cycle_running.set()
+        try:
+            outcomes = self.app.poller.cycle(stop=self.stop)
+        finally:
+            self._cycle_running.clear()
         if outcomes:
             failed = sum(1 for o in outcomes if o.result == "failed")
             log.info("cycle polled=%d failed=%d", len(outcomes), failed)
         if any(o.alerts or o.new or o.changed for o in outcomes):
             # New or changed entries may have written alerts, thread replies or updates.
-            self.wake_delivery()
+            with self._delivering:
+                self.app.deliverer.deliver_due(stop=self.stop.is_set)
         if self.app.ops is not None:
             self.app.ops.announce()  # stale, silent, gone, recovered: once each
 
@@ -58,9 +66,16 @@ class Service:
         return pruned
 
     def deliver_job(self) -> None:
-        if self.app.deliverer.claim_lease is not None:
-            self.app.deliverer.recover()  # take over a dead replica's posts
-        self.app.deliverer.deliver_due(stop=self.stop.is_set)
+        """Retries, and posts left by others (replicas, `poll`), between poll cycles."""
+        if self._cycle_running.is_set() or not self._delivering.acquire(blocking=False):
+            return
+        try:
+            if self.app.deliverer.claim_lease is not None:
+                self.app.deliverer.recover()  # take over a dead replica's posts
+            self.app.deliverer.deliver_due(
+                stop=lambda: self.stop.is_set() or self._cycle_running.is_set())
+        finally:
+            self._delivering.release()
 
 
 def health(app: App, scheduler: BackgroundScheduler) -> tuple[bool, dict[str, Any]]:
@@ -122,9 +137,6 @@ def run_service(app: App, stop: threading.Event, *, http: str | None = None) -> 
 
     digest_service(app.settings, DigestStore(app.store.engine), app.rules,
                    app.clock).install(scheduler, now)
-    deliver = scheduler.get_job("deliver")
-    # New alerts go out now rather than at the next tick, without two delivery loops at once.
-    service.wake_delivery = lambda: deliver.modify(next_run_time=datetime.now(UTC))
     scheduler.start()
     log.info("policybot running: looking for due feeds every %gs; Ctrl-C to stop", tick)
     try:

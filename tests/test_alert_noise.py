@@ -222,3 +222,35 @@ def test_a_reply_to_an_alert_in_a_summary_threads_under_the_summary(
     assert (report.sent, report.replies, report.updates) == (0, 1, 1)
     assert len(fake_slack.thread(summary.ts)) == 1
     assert fake_slack.updates == [], "a summary is never rewritten into one alert"
+
+
+def test_in_run_a_cycles_alerts_go_out_in_one_pass_so_the_cap_is_per_cycle(
+    bot: App, feed_server: FeedServer, fake_slack: FakeSlack, clock: FakeClock
+) -> None:
+    """The periodic delivery job stands aside while a poll cycle runs; the cycle delivers
+    its alerts at its end, so eleven matches from one cycle are ten alerts and a summary,
+    even when the delivery job fires between the cycle's batches."""
+    import threading
+
+    from bot.scheduler import Service
+
+    first_polls(bot, feed_server)
+    items = flood(clock, 11)
+    feed_server.serve("/mod.atom", atom(items[:4]), content_type="application/atom+xml")
+    feed_server.serve("/fcdo.atom", atom(items[4:8]), content_type="application/atom+xml")
+    feed_server.serve("/news.xml", rss(items[8:]))
+    clock.advance(hours=1)
+    service = Service(bot, threading.Event())
+    poll_batch = bot.poller.poll_feeds
+
+    def batch_then_tick(*args: object, **kwargs: object) -> object:
+        result = poll_batch(*args, **kwargs)  # type: ignore[arg-type]
+        service.deliver_job()  # the 5-second job fires mid-cycle
+        return result
+
+    bot.poller.poll_feeds = batch_then_tick  # type: ignore[method-assign]
+    bot.poller.claim_batch = 1  # three batches in one cycle
+    service.poll_job()
+    posts = fake_slack.top_level()
+    assert len(posts) == 11, "ten alerts and one summary"
+    assert posts[-1].metadata["event_payload"]["kind"] == "summary"

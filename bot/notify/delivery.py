@@ -119,7 +119,8 @@ class Deliverer:
             claimed = self.store.claim_alerts(self.clock(), limit=self.batch)
             for message in claimed:
                 if stop():
-                    self.store.mark_retry(message.id, at=self.clock(), error="shutdown")
+                    self.store.mark_retry(message.id, at=self.clock(),
+                                           error="paused; posted on the next pass")
                     continue
                 if self._deliver_one(message, report) and type(message) is Alert:
                     posted[message.channel] = posted.get(message.channel, 0) + 1
