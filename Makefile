@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,fast]'
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -36,11 +36,13 @@ lint: install-test
 	$(BIN)/mypy
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,fast,bench]'
 	@touch $@ $(VENV)/.installed $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-bench bench-match  ## benchmarks; figures go to bench/RESULTS.md
 	$(BIN)/python bench/poll.py --peers
+	$(BIN)/python bench/poll.py --peers --latency 0.1 --feeds 500
+	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/decompress.py
 
 bench-match: $(VENV)/.installed-bench  ## rule matching: compiled engine vs per-rule re

@@ -50,6 +50,17 @@ class Served:
 
 
 def feed_document(n: int, entries: int, rng: random.Random, *, now: datetime) -> tuple[bytes, str]:
+    items, language, encoding = feed_items(n, entries, rng, now=now)
+    return render_feed(n, items, language, encoding), language
+
+
+def render_feed(n: int, items: list[Item], language: str, encoding: str) -> bytes:
+    return rss(items, title=f"Bench feed {n}", language=language, encoding=encoding)
+
+
+def feed_items(n: int, entries: int, rng: random.Random, *,
+               now: datetime) -> tuple[list[Item], str, str]:
+    """Feed ``n``'s items, newest first, its language and its encoding."""
     japanese = n % 3 == 0
     titles = JA_TITLES if japanese else EN_TITLES
     filler = FILLER_JA if japanese else FILLER_EN
@@ -65,8 +76,7 @@ def feed_document(n: int, entries: int, rng: random.Random, *, now: datetime) ->
             categories=("defence",) if i % 4 == 0 else (),
         ))
     encoding = "shift_jis" if japanese and n % 2 == 0 else "utf-8"
-    return rss(items, title=f"Bench feed {n}", language="ja" if japanese else "en",
-               encoding=encoding), "ja" if japanese else "en"
+    return items, "ja" if japanese else "en", encoding
 
 
 @contextmanager

@@ -1,18 +1,26 @@
 """Benchmark: `policybot poll` cycles over many loopback feeds, against peers, in one run.
 
-    python bench/poll.py [--feeds 1000] [--latency 0] [--runs 3] [--peers] [--write]
+    python bench/poll.py [--feeds 1000] [--latency 0] [--runs 3] [--peers] [--no-fast]
+                         [--only TOOL …] [--write]
 
 The parent process serves a generated corpus (bench/corpus.py: EN and JA, 15–50 entries per
-feed, some Shift_JIS) on 20 loopback "hosts"; each measured tool runs in a child process, so
-its time and peak RSS are its own:
+feed, summaries of a few hundred to 1,500 characters, some Shift_JIS) on 20 loopback
+"hosts", optionally with ``--latency`` seconds added to every response; each measured tool
+runs in a child process, so its time and peak RSS are its own:
 
 - policybot: one cold cycle (fetch, parse, match against the shipped rules, store in SQLite)
-  and one warm cycle (every feed answers 304), through the same code as `policybot poll`;
-- naive (with --peers): sequential ``feedparser.parse(url)`` per feed, no conditional GET;
+  and one warm cycle (every feed answers 304), through the same code as `policybot poll`
+  with the default settings (POLICYBOT_PARSER=feedparser);
+- policybot-fast: the same with POLICYBOT_PARSER=fast (feedparser-rs; skipped when it is
+  not installed, or with ``--no-fast``);
+- naive (with --peers): sequential ``feedparser.parse(url)`` per feed, no conditional GET,
+  nothing stored (its warm cycle would be its cold one again);
 - reader (with --peers, needs ``pip install reader``): lemon24/reader's
-  ``update_feeds(workers=8)``, cold then warm.
+  ``update_feeds(workers=8)``, cold then warm (``scheduled=False``: every feed, with its
+  conditional GET, as the issue's measurement did).
 
-Each figure is the median of ``--runs`` runs; ratios compare tools within the same run.
+Each figure is the median of ``--runs`` runs (the tools take turns, run by run); the ratios
+compare medians measured in the same run, so that a shared machine's load falls on all.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -37,13 +46,18 @@ from corpus import feeds_yaml, serve_corpus  # noqa: E402
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS plus the largest of its finished children's (policybot's
+    parse workers, stopped when the app closes): with one worker, the tree's peak at most."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
 
 
 # ---------------------------------------------------------------- children (one tool each)
 
 
-def child_policybot(urls_file: Path, workdir: Path) -> dict[str, float]:
+def child_policybot(urls_file: Path, workdir: Path, parser: str = "feedparser"
+                    ) -> dict[str, float]:
     from rich.console import Console
 
     from bot.app import open_app
@@ -53,7 +67,7 @@ def child_policybot(urls_file: Path, workdir: Path) -> dict[str, float]:
     shutil.copytree(ROOT / "rules", rules)
     shutil.copy(urls_file, rules / "feeds.yaml")
     settings = Settings(database_url=f"sqlite:///{workdir / 'bench.db'}", rules_dir=rules,
-                        allow_private_addresses=True)
+                        allow_private_addresses=True, parser=parser)
     times = {}
     with open_app(settings, console=Console(file=io.StringIO())) as bot:
         for label in ("cold", "warm"):
@@ -85,14 +99,19 @@ def child_reader(urls_file: Path, workdir: Path) -> dict[str, float]:
     times = {}
     for label in ("cold", "warm"):
         start = time.perf_counter()
-        reader.update_feeds(workers=8)
+        reader.update_feeds(workers=8, scheduled=False)
         times[label] = time.perf_counter() - start
     entries = reader.get_entry_counts().total
     reader.close()
     return {**times, "entries": entries, "rss_mb": peak_rss_mb()}
 
 
-CHILDREN = {"policybot": child_policybot, "naive": child_naive, "reader": child_reader}
+def child_policybot_fast(urls_file: Path, workdir: Path) -> dict[str, float]:
+    return child_policybot(urls_file, workdir, parser="fast")
+
+
+CHILDREN = {"policybot": child_policybot, "policybot-fast": child_policybot_fast,
+            "naive": child_naive, "reader": child_reader}
 
 
 def _urls(feeds_file: Path) -> list[str]:
@@ -120,6 +139,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per response")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--peers", action="store_true", help="also run naive and reader")
+    parser.add_argument("--no-fast", action="store_true", help="skip POLICYBOT_PARSER=fast")
+    parser.add_argument("--only", nargs="+", choices=sorted(CHILDREN), help="these tools only")
     parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
     parser.add_argument("--child", nargs=3, metavar=("TOOL", "FEEDS", "DIR"),
                         help=argparse.SUPPRESS)
@@ -129,8 +150,17 @@ def main() -> None:
         print(json.dumps(CHILDREN[tool](Path(feeds_file), Path(workdir))))
         return
 
-    tools = ["policybot"] + (["naive", "reader"] if args.peers else [])
+    from bot.parse import fast_parser_available
+
+    tools = ["policybot"]
+    if not args.no_fast and fast_parser_available():
+        tools.append("policybot-fast")
+    if args.peers:
+        tools += ["naive", "reader"]
+    if args.only:
+        tools = [t for t in CHILDREN if t in args.only]
     results: dict[str, list[dict[str, float]]] = {t: [] for t in tools}
+    load_before = os.getloadavg()
     with serve_corpus(args.feeds, latency=args.latency) as served, \
             tempfile.TemporaryDirectory() as tmp:
         feeds_file = Path(tmp) / "feeds.yaml"
@@ -138,9 +168,15 @@ def main() -> None:
         for _ in range(args.runs):
             for tool in tools:
                 results[tool].append(run_child(tool, feeds_file))
+    load_after = os.getloadavg()
 
     def median(tool: str, key: str) -> float:
         return statistics.median(r[key] for r in results[tool])
+
+    def ratio(peer: str, key: str, tool: str, peer_key: str | None = None) -> str:
+        if peer not in results or tool not in results:
+            return ""
+        return f"{median(peer, peer_key or key) / median(tool, key):.1f}×"
 
     title = (f"{args.feeds} feeds (15–50 entries, EN/JA, some Shift_JIS), "
              f"{args.latency * 1000:.0f} ms per response, median of {args.runs}")
@@ -150,19 +186,25 @@ def main() -> None:
         warm = f"{median(tool, 'warm'):.2f}" if "warm" in results[tool][0] else "—"
         rows.append(f"| {tool} | {median(tool, 'cold'):.2f} | {warm} | "
                     f"{median(tool, 'entries'):.0f} | {median(tool, 'rss_mb'):.0f} |")
-    if args.peers:
-        pb_cold, pb_warm = median("policybot", "cold"), median("policybot", "warm")
-        rows.append(f"| policybot vs reader | {median('reader', 'cold') / pb_cold:.1f}× faster"
-                    f" | {median('reader', 'warm') / pb_warm:.1f}× faster | | |")
-        rows.append(f"| policybot vs naive | {median('naive', 'cold') / pb_cold:.1f}× faster"
-                    " | | | |")
+    for tool in ("policybot", "policybot-fast"):
+        if tool not in results:
+            continue
+        if "reader" in results:
+            rows.append(f"| {tool}: times faster than reader | {ratio('reader', 'cold', tool)}"
+                        f" | {ratio('reader', 'warm', tool)} | | |")
+        if "naive" in results:
+            rows.append(f"| {tool}: times faster than naive | {ratio('naive', 'cold', tool)}"
+                        f" | {ratio('naive', 'warm', tool, 'cold')} | | |")
+    loads = (f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+             f"(1 min; {os.cpu_count()} cores)")
     table = "\n".join(rows)
     print(table)
+    print(loads)
     if args.write:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d")
         command = " ".join(["python bench/poll.py", *sys.argv[1:]])
         with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(f"\n### poll.py, {stamp} (`{command}`)\n\n{table}\n")
+            out.write(f"\n### poll.py, {stamp} (`{command}`; {loads})\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -2,4 +2,7 @@
 
 from bot.cli import main
 
-main()
+# Guarded: the parse workers (bot.parsepool, started with "spawn") import the parent's main
+# module, and must not run the command line again.
+if __name__ == "__main__":
+    main()

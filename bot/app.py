@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,9 +16,13 @@ from bot.fetch import Fetcher, FetchLimits
 from bot.notify import ConsoleSender, Sender, SlackBotSender, WebhookSender
 from bot.notify.delivery import Deliverer
 from bot.notify.ops import OpsAnnouncer, Post, slack_poster
+from bot.parse import fast_parser_available
+from bot.parsepool import ParsePool, auto_workers
 from bot.pipeline import Poller, Routing
 from bot.store import Store, make_engine, upgrade
 from bot.watch import FeedsSync, RulesHolder
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -96,8 +101,16 @@ def open_app(
         feeds = FeedsSync(settings.rules_dir / "feeds.yaml", store, clock)
         feeds.refresh(strict=True)
         sender = make_sender(settings, console)
+        if settings.parser == "fast" and not fast_parser_available():
+            log.warning("POLICYBOT_PARSER=fast but feedparser-rs is not installed "
+                        "(pip install 'policybot[fast]'); parsing with feedparser")
+        workers = (auto_workers() if settings.parse_workers is None
+                   else settings.parse_workers)
         with Fetcher(fetch_limits(settings),
-                     allow_private=settings.allow_private_addresses) as fetcher:
+                     allow_private=settings.allow_private_addresses) as fetcher, \
+                contextlib.ExitStack() as stack:
+            # Workers start at the first document to parse, not here (a warm cycle has none).
+            pool = stack.enter_context(ParsePool(workers, settings.parser)) if workers else None
             poller = Poller(
                 store=store, fetcher=fetcher, rules=rules, routing=make_routing(settings),
                 clock=clock, backfill_window=timedelta(hours=settings.backfill_alert_window_hours),
@@ -105,6 +118,7 @@ def open_app(
                 lease=timedelta(seconds=max(settings.claim_lease_seconds,
                                             2 * settings.fetch_deadline)),
                 claim_batch=4 * settings.fetch_concurrency,
+                parser=settings.parser, parse_pool=pool,
             )
             deliverer = Deliverer(store=store, sender=sender, clock=clock, sleep=sleep,
                                   pace=0.0 if sender.name == "console" else 1.0,

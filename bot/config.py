@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # Feed health (issue 5): a feed failing this long is "stale"; adaptive polling.
     stale_after_hours: float = Field(default=48.0, gt=0)
     adaptive_interval: bool = False
+    # Speed (issue 7): which library reads feeds (feedparser is the reference; "fast" is
+    # feedparser-rs, the `fast` extra), and how many worker processes parse them (unset:
+    # one per core beyond the poller's own, at most 4; 0 parses in the poller's process).
+    parser: Literal["feedparser", "fast"] = "feedparser"
+    parse_workers: int | None = Field(default=None, ge=0, le=32)
 
     @field_validator("slack_api_url")
     @classmethod

@@ -159,6 +159,9 @@ class Fetcher:
             # to it or to another.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
+        # fetch_many's workers live as long as the client (and its kept-alive connections):
+        # starting them anew for every batch cost more than a warm batch's requests (issue 7).
+        self._workers: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -172,6 +175,9 @@ class Fetcher:
         self.close()
 
     def close(self) -> None:
+        if self._workers is not None:
+            self._workers.shutdown(wait=True, cancel_futures=True)
+            self._workers = None
         self._client.close()
 
     def fetch(
@@ -232,7 +238,10 @@ class Fetcher:
         active = dict.fromkeys(queues, 0)
         running: dict[Future[FetchResult | FetchError], tuple[str, FetchRequest[K]]] = {}
 
-        pool = ThreadPoolExecutor(limits.max_connections, thread_name_prefix="fetch")
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(limits.max_connections,
+                                               thread_name_prefix="fetch")
+        pool = self._workers
 
         def top_up() -> None:
             # Round-robin over hosts so that one big host does not go first every time.
@@ -262,8 +271,11 @@ class Fetcher:
                     yield request, future.result()
         finally:
             # Also when the caller stops early: wait for what is running (bounded by the
-            # deadline), never leave threads behind.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # deadline), never leave a fetch behind. (The workers stay for the next call;
+            # close() stops them.)
+            for future in running:
+                future.cancel()
+            wait(running)
 
     def _fetch_or_error(self, request: FetchRequest[K]) -> FetchResult | FetchError:
         try:
@@ -277,6 +289,12 @@ class Fetcher:
         status = response.status_code
         permanent = _permanent_target(response)
         if status == 304:
+            # A 304 has no body, but the connection goes back to the pool only once the
+            # parser has read to the end of the message: unread, it was closed, and every
+            # feed of a warm cycle paid for a new connection (issue 7). The raw stream is
+            # capped (_CappedStream), so a server that sends a body anyway cannot flood us.
+            for _ in response.iter_raw():
+                pass
             return FetchResult(url=final_url, status=status, body=None, headers=headers,
                                permanent_url=permanent)
         if not 200 <= status < 300:
@@ -454,7 +472,7 @@ class _GuardedTransport(httpx.BaseTransport):
             raise FetchError(url, exc.message, status=exc.status) from exc
         if not isinstance(response.stream, httpx.SyncByteStream):  # pragma: no cover
             raise TypeError("the transport returned an async stream to a sync client")
-        if response.is_redirect:
+        if response.has_redirect_location:  # not is_redirect: that is any 3xx, 304 too
             # httpx reads (and decompresses, without a bound) a redirect's body before it
             # follows it. Nobody needs that body: drop it unread.
             response.stream.close()
@@ -557,7 +575,9 @@ def _guarded_http_transport(limits: FetchLimits, backend: _GuardedBackend) -> ht
         ssl_context=httpx.create_ssl_context(trust_env=False),
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_connections,
-        keepalive_expiry=5.0,
+        # Longer than `policybot run`'s poll tick, so that a connection outlives the gap
+        # between cycles; one the server has closed meanwhile is noticed and replaced.
+        keepalive_expiry=60.0,
         network_backend=backend,
     )
     return transport

@@ -15,10 +15,10 @@ import io
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import feedparser
@@ -28,6 +28,11 @@ from bot.errors import ParseError
 from bot.model import Entry
 
 MAX_ENTRIES = 1000
+# Which library reads the XML (POLICYBOT_PARSER; issue 7). "feedparser" is the reference;
+# "fast" is feedparser-rs (``pip install 'policybot[fast]'``), used for every document it
+# reads cleanly, with feedparser for the rest (see parse_feed).
+Parser = Literal["feedparser", "fast"]
+PARSERS: tuple[Parser, ...] = ("feedparser", "fast")
 # A date further ahead than this of the fetch is a typo or a trick (year 2206, "embargoed"):
 # it is dropped, so that the item cannot sort first forever nor dodge the backfill rule.
 FUTURE_SLACK = timedelta(days=1)
@@ -41,8 +46,11 @@ FEED_TYPES = {
 
 __all__ = [
     "MAX_ENTRIES",
+    "PARSERS",
     "FeedLink",
     "ParsedFeed",
+    "Parser",
+    "fast_parser_available",
     "feed_links",
     "html_to_text",
     "normalise_link",
@@ -70,6 +78,9 @@ class ParsedFeed:
     entries: tuple[Entry, ...]
     bozo: str | None = None
     encoding: str = "UTF-8"  # what the bytes were decoded as (bot.charset)
+    # Which library read the XML: "fast" (feedparser-rs) or "feedparser". Not part of the
+    # value: both read a document to the same entries.
+    parsed_by: str = field(default="feedparser", compare=False)
 
 
 def parse_feed(
@@ -80,6 +91,7 @@ def parse_feed(
     language: str | None = None,
     max_entries: int = MAX_ENTRIES,
     now: datetime | None = None,
+    parser: Parser = "feedparser",
 ) -> ParsedFeed:
     """Parse an RSS 0.9x/1.0/2.0 or Atom document into entries, in document order.
 
@@ -114,6 +126,12 @@ def parse_feed(
     would then resolve a relative-looking guid ("1234") against it, and the keys of every item
     would change when the feed moves (http → https, a new path), flooding the channel with
     "new" items. Links are resolved here instead.
+
+    ``parser="fast"`` reads the document with feedparser-rs when it is installed and the
+    document is one it reads the same way (well-formed, no ``xml:base``, see
+    :func:`_fast_parse`); anything else — a document it rejects or finds malformed, or no
+    feedparser-rs at all — is read by feedparser, so the entries are the same either way
+    (tests/test_parse_fast.py proves it over the team's corpus).
     """
     if not body.strip():
         raise ParseError(url, "empty body: the server answered with no content")
@@ -125,12 +143,19 @@ def parse_feed(
     decoded = decode_document(body, response_headers)
     media_type = response_headers.get("content-type", "application/xml").split(";")[0].strip()
     utf8_headers = {**response_headers, "content-type": f"{media_type}; charset=utf-8"}
-    data: Any = feedparser.parse(
-        io.BytesIO(_as_utf8_document(decoded.text)),
-        response_headers=utf8_headers,
-        resolve_relative_uris=False,  # links inside HTML are dropped with the tags
-        sanitize_html=True,
-    )
+    document = _as_utf8_document(decoded.text)
+    data: Any = _fast_parse(document, media_type) if parser == "fast" else None
+    parsed_by = "fast" if data is not None else "feedparser"
+    if data is None:
+        data = feedparser.parse(
+            io.BytesIO(document),
+            response_headers=utf8_headers,
+            resolve_relative_uris=False,  # links inside HTML are dropped with the tags
+            # HTML is reduced to text below and every text is escaped on output (Slack,
+            # email): feedparser's sanitiser was half of its time and changed nothing we
+            # keep (issue 7; tests/test_parse.py's corpus, hostile markup included).
+            sanitize_html=False,
+        )
     feed: Mapping[str, Any] = _get(data, "feed") or {}
     raw_entries: list[Mapping[str, Any]] = list(_get(data, "entries") or ())
     version: str = _get(data, "version") or ""
@@ -158,7 +183,112 @@ def parse_feed(
         entries=_newest(entries, max_entries),
         bozo=bozo,
         encoding=decoded.encoding,
+        parsed_by=parsed_by,
     )
+
+
+# -- feedparser-rs -------------------------------------------------------------------------
+
+_feedparser_rs: Any
+try:  # the optional extra: pip install 'policybot[fast]'
+    import feedparser_rs as _feedparser_rs
+except ImportError:  # pragma: no cover - depends on the installation
+    _feedparser_rs = None
+
+
+def fast_parser_available() -> bool:
+    return _feedparser_rs is not None
+
+
+# Documents that feedparser-rs reads as feedparser does, field for field: RSS 2.0 served as
+# XML, without the markup the two read differently — xml:base and xml:lang (feedparser
+# resolves and inherits them), DTDs (entity expansion), and the dates and people that
+# feedparser maps its own way (dc:date, dcterms:modified, atom:updated → updated; RSS
+# <author> "email (Name)"). Everything else goes to feedparser; tests/test_parse_fast.py
+# holds the two to the same entries over the team's corpus.
+_FAST_VERSIONS = frozenset({"rss20"})
+_FAST_MEDIA_TYPES = frozenset({"application/xml", "text/xml", "application/rss+xml"})
+_FAST_UNSAFE = re.compile(
+    rb"xml:base|xml:lang|<!DOCTYPE|<!ENTITY|<(?:[\w-]+:)?(?:updated|modified|date|issued|"
+    rb"created|author|published)\b", re.IGNORECASE)
+
+
+def _fast_parse(document: bytes, media_type: str) -> dict[str, Any] | None:
+    """The document read by feedparser-rs, as the plain dicts feedparser returns (only the
+    keys this module reads); None when feedparser should read it instead: not installed,
+    markup the two read differently, or a document it rejects or finds malformed."""
+    if (_feedparser_rs is None or media_type.lower() not in _FAST_MEDIA_TYPES
+            or _FAST_UNSAFE.search(document)):
+        return None
+    # Always bytes: given a str that looks like a URL, feedparser-rs would fetch it.
+    assert isinstance(document, bytes)
+    try:
+        result: Any = _feedparser_rs.parse(
+            document, sanitize_html=False, resolve_relative_uris=False)
+        if result.bozo or result.version not in _FAST_VERSIONS:
+            return None
+        return {
+            "version": result.version,
+            "bozo": False,
+            "feed": _fast_feed(result.feed),
+            "entries": [_fast_entry(e) for e in result.entries],
+        }
+    except Exception:  # noqa: BLE001 - any failure of the optional parser: use the reference
+        return None
+
+
+def _fast_text(value: Any) -> Any:
+    # feedparser's repair of UTF-8 read as Latin-1 ("Ã©" → "é"), applied to every text it
+    # returns from a UTF-8 document (feedparser/mixin.py, pop()).
+    if isinstance(value, str):
+        try:
+            return value.encode("iso-8859-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return value
+    return value
+
+
+def _fast_plain(value: Any) -> dict[str, Any] | None:
+    """An RSS text element that is plain text unless it looks like HTML (feedparser's own
+    guess, so that both parsers give the same type)."""
+    if value is None:
+        return None
+    text = _fast_text(value.value)
+    kind = "text/html" if _looks_like_html_text(text) else "text/plain"
+    return {"type": kind, "value": text, "language": None}
+
+
+def _looks_like_html_text(text: str) -> bool:
+    return bool(feedparser.mixin._FeedParserMixin.looks_like_html(text))
+
+
+def _fast_detail(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"type": value.type, "value": _fast_text(value.value), "language": None}
+
+
+def _fast_feed(feed: Any) -> dict[str, Any]:
+    return {"title": _fast_text(feed.title), "title_detail": _fast_plain(feed.title_detail),
+            "link": _fast_text(feed.link), "language": _fast_text(feed.language)}
+
+
+def _fast_entry(entry: Any) -> dict[str, Any]:
+    author = entry.author_detail
+    return {
+        "id": _fast_text(entry.id),
+        "title": _fast_text(entry.title),
+        "title_detail": _fast_plain(entry.title_detail),
+        "summary": _fast_text(entry.summary),
+        "summary_detail": _fast_detail(entry.summary_detail),
+        "content": [_fast_detail(c) for c in entry.content or ()],
+        "link": _fast_text(entry.link),
+        "published_parsed": entry.published_parsed,
+        "updated_parsed": None,  # RSS 2.0 has only pubDate; see _FAST_UNSAFE
+        "author": _fast_text(entry.author),
+        "author_detail": {"name": _fast_text(author.name)} if author is not None else None,
+        "tags": [{"term": _fast_text(t.term)} for t in entry.tags or ()],
+    }
 
 
 _DECLARATION = re.compile(r"""^(\s*<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,11 +25,12 @@ from bot.decide import (
     storable_key,
     triage,
 )
-from bot.errors import ConfigError, FeedError
+from bot.errors import ConfigError, FeedError, ParseError
 from bot.fetch import Fetcher, FetchRequest, HTTPStatusError
 from bot.model import AlertRule, Entry, FetchResult
-from bot.parse import ParsedFeed, parse_feed
-from bot.plan import DUPLICATE_WINDOW, Candidate, OutboxPlan, plan_outbox
+from bot.parse import ParsedFeed, Parser, parse_feed
+from bot.parsepool import ParseFailure, ParsePool
+from bot.plan import DUPLICATE_WINDOW, Candidate, OutboxPlan, StoryIndex, plan_outbox
 from bot.rules import RuleSet
 from bot.schedule import effective_interval, next_poll_after, publishing_rhythm, track_redirect
 from bot.store import AlertWrite, EntryWrite, FeedState, FeedUpdate, PollWrite, Store
@@ -88,6 +90,16 @@ class Routing:
 
 
 @dataclass
+class _Stories:
+    """The stories of a cycle's channels (bot.plan.StoryIndex), read from the store once and
+    then only as far as new rows (``last_id``)."""
+
+    channels: frozenset[str]
+    index: StoryIndex
+    last_id: int
+
+
+@dataclass
 class Poller:
     """Runs poll cycles over the store's feeds with one fetcher and the current rules."""
 
@@ -102,6 +114,10 @@ class Poller:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     claim_batch: int = 64
     adaptive_interval: bool = False  # poll rarely-publishing feeds less often (bot.schedule)
+    parser: Parser = "feedparser"  # POLICYBOT_PARSER (bot.parse)
+    # Parse in worker processes (bot.parsepool); None parses in this process.
+    parse_pool: ParsePool | None = None
+    _stories: _Stories | None = field(default=None, init=False, repr=False)
 
     def cycle(
         self, *, force: bool = False, url: str | None = None,
@@ -113,6 +129,7 @@ class Poller:
         without holding them all, and replicas share the work as they go.
         """
         started = self.clock()
+        self._stories = None  # read the channels' stories afresh, once per cycle
         outcomes: list[FeedOutcome] = []
         while stop is None or not stop.is_set():
             feeds = self.store.feeds_to_poll(
@@ -132,44 +149,101 @@ class Poller:
             for f in feeds
         ]
         outcomes: list[FeedOutcome] = []
+        pool = self.parse_pool
+        # Documents in the parse pool, in the order they were fetched. At most a few per
+        # worker: the cycle streams feeds through, it never holds them all (issue 7).
+        parsing: dict[Future[ParsedFeed | ParseFailure], tuple[FeedState, FetchResult]] = {}
+        # 304s change only their feed's state: saved together, in one transaction per batch
+        # (until then the feed stays claimed; lost in a crash, it is simply polled again).
+        unchanged: list[tuple[int, FeedUpdate]] = []
         for request, fetched in self.fetcher.fetch_many(requests):
             feed = by_id[int(request.key)]
             if stop is not None and stop.is_set():
                 # Shutting down: leave the feed due (its lease expires); nothing is lost.
                 self.store.release_feed(feed.id)
                 continue
-            outcome = self.process(feed, fetched)
-            outcomes.append(outcome)
-            metrics.POLLS.labels(outcome.result).inc()
-            metrics.ENTRIES.labels("new").inc(outcome.new)
-            metrics.ENTRIES.labels("changed").inc(outcome.changed)
-            log.log(
-                logging.WARNING if outcome.result == "failed" else logging.INFO,
-                "poll feed=%s result=%s new=%d changed=%d alerts=%d%s",
-                outcome.feed, outcome.result, outcome.new, outcome.changed, outcome.alerts,
-                f" error={outcome.error!r}" if outcome.error else "",
-                extra={"event": "poll", "feed": outcome.feed, "outcome": outcome.result,
-                       "status": outcome.status, "new": outcome.new,
-                       "changed": outcome.changed, "alerts": outcome.alerts,
-                       "error": outcome.error},
-            )
+            if isinstance(fetched, FetchResult) and fetched.not_modified:
+                unchanged.append((feed.id, self._answered(feed, fetched, self.clock(), None)))
+                outcomes.append(self._record(
+                    FeedOutcome(feed.name, feed.url, "not_modified", status=304)))
+                continue
+            if pool is not None and isinstance(fetched, FetchResult) and not fetched.not_modified:
+                future = pool.submit(fetched.body or b"", url=fetched.url,
+                                     headers=fetched.headers, language=feed.language,
+                                     now=self.clock())
+                parsing[future] = (feed, fetched)
+                outcomes += self._store_parsed(parsing, stop,
+                                               block=len(parsing) > 2 * pool.workers)
+                continue
+            outcomes.append(self._record(self.process(feed, fetched)))
+        while parsing:
+            outcomes += self._store_parsed(parsing, stop, block=True)
+        self.store.record_feeds(unchanged)
         return outcomes
 
-    def process(self, feed: FeedState, fetched: FetchResult | FeedError) -> FeedOutcome:
-        """Store what one fetch brought. Expected feed failures become data on the feed."""
+    def _store_parsed(
+        self, parsing: dict[Future[ParsedFeed | ParseFailure], tuple[FeedState, FetchResult]],
+        stop: threading.Event | None, *, block: bool,
+    ) -> list[FeedOutcome]:
+        """Match and store the documents the pool has parsed (waiting for one if ``block``),
+        each feed in its own transaction, here in the poller's process."""
+        assert self.parse_pool is not None
+        done = [f for f in parsing if f.done()]
+        if not done and block:
+            finished, _ = wait(parsing, return_when=FIRST_COMPLETED)
+            done = [f for f in parsing if f in finished]
+        outcomes: list[FeedOutcome] = []
+        for future in done:
+            feed, fetched = parsing.pop(future)
+            if stop is not None and stop.is_set():
+                self.store.release_feed(feed.id)
+                continue
+            parsed: ParsedFeed | FeedError
+            try:
+                parsed = self.parse_pool.result(fetched.url, future)
+            except ParseError as exc:
+                parsed = exc
+                self.parse_pool.recover()
+            outcomes.append(self._record(self.process(feed, fetched, parsed=parsed)))
+        return outcomes
+
+    def _record(self, outcome: FeedOutcome) -> FeedOutcome:
+        """Metrics and the poll's log line."""
+        metrics.POLLS.labels(outcome.result).inc()
+        metrics.ENTRIES.labels("new").inc(outcome.new)
+        metrics.ENTRIES.labels("changed").inc(outcome.changed)
+        log.log(
+            logging.WARNING if outcome.result == "failed" else logging.INFO,
+            "poll feed=%s result=%s new=%d changed=%d alerts=%d%s",
+            outcome.feed, outcome.result, outcome.new, outcome.changed, outcome.alerts,
+            f" error={outcome.error!r}" if outcome.error else "",
+            extra={"event": "poll", "feed": outcome.feed, "outcome": outcome.result,
+                   "status": outcome.status, "new": outcome.new,
+                   "changed": outcome.changed, "alerts": outcome.alerts,
+                   "error": outcome.error},
+        )
+        return outcome
+
+    def process(self, feed: FeedState, fetched: FetchResult | FeedError,
+                parsed: ParsedFeed | FeedError | None = None) -> FeedOutcome:
+        """Store what one fetch brought (``parsed``: its document, already parsed by the
+        pool). Expected feed failures become data on the feed."""
         now = self.clock()
         if isinstance(fetched, FeedError):
             return self._failed(feed, fetched, now)
         if fetched.not_modified:
             self.store.record_feed(feed.id, self._answered(feed, fetched, now, None))
             return FeedOutcome(feed.name, feed.url, "not_modified", status=304)
-        try:
-            parsed = parse_feed(
-                fetched.body or b"", url=fetched.url, headers=fetched.headers,
-                language=feed.language, now=now,
-            )
-        except FeedError as exc:
-            return self._failed(feed, exc, now, status=fetched.status)
+        if parsed is None:
+            try:
+                parsed = parse_feed(
+                    fetched.body or b"", url=fetched.url, headers=fetched.headers,
+                    language=feed.language, now=now, parser=self.parser,
+                )
+            except FeedError as exc:
+                parsed = exc
+        if isinstance(parsed, FeedError):
+            return self._failed(feed, parsed, now, status=fetched.status)
         rules = self.rules()
         routes = self.routing.routes(rules)
         parsed_entries = _unique(storable_key(e) for e in parsed.entries)
@@ -208,9 +282,23 @@ class Poller:
         changed = [c.entry_id for c in candidates if c.entry_id is not None]
         return plan_outbox(
             candidates, routes, feed_name=feed.name, now=now,
-            threads=self.store.recent_reports(channels, now - DUPLICATE_WINDOW),
+            threads=self._story_index(channels, now),
             previous=self.store.previous_entries(changed),
         )
+
+    def _story_index(self, channels: set[str], now: datetime) -> StoryIndex:
+        """The channels' recent stories: read in full at a cycle's first alert, then only the
+        rows written since (by this cycle's earlier polls, or by a replica). Comparing every
+        entry with the whole window per feed made a cold cycle quadratic (issue 7)."""
+        since = now - DUPLICATE_WINDOW
+        cached = self._stories
+        if cached is None or cached.channels != channels:
+            reports, last_id = self.store.reports_after(channels, since)
+            self._stories = cached = _Stories(frozenset(channels), StoryIndex(reports), last_id)
+        else:
+            reports, cached.last_id = self.store.reports_after(channels, since, cached.last_id)
+            cached.index.add(reports)
+        return cached.index
 
     def _answered(self, feed: FeedState, fetched: FetchResult, now: datetime,
                   parsed: ParsedFeed | None) -> FeedUpdate:

@@ -14,6 +14,8 @@ a channel quiet (DESIGN.md, Delivery; issue 4). Values in, values out; ``now`` i
 from __future__ import annotations
 
 import difflib
+import functools
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -267,34 +269,142 @@ def describe_change(old: Entry, new: Entry) -> Change:
 
 @dataclass
 class _Thread:
-    """A story in a channel while planning: its first alert and who has reported it."""
+    """A story in a channel while planning: its first alert and who has reported it.
+
+    ``order`` is the thread's place among its channel's threads (oldest first alert first):
+    when an entry matches several stories, the earliest one wins, as it always has."""
 
     alert_id: int | None
     entry_key: str | None
     reports: list[Report] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # first feed, then independent ones
+    order: int = 0
 
     @property
     def first(self) -> Report:
         return self.reports[0]
 
 
-def _threads(reports: Iterable[Report]) -> dict[str, list[_Thread]]:
-    by_id: dict[int, _Thread] = {}
-    for report in sorted(reports, key=lambda r: (not r.first, r.at)):
-        thread = by_id.get(report.thread_id)
-        if thread is None:
-            if not report.first:
-                continue  # its first alert is older than the window
-            thread = by_id[report.thread_id] = _Thread(report.thread_id, None)
-            thread.sources.append(report.feed_name)
+@functools.lru_cache(maxsize=8192)
+def _title_keys(title: str) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """Index keys under which a title's near-identical twins are filed: (its numbers, one of
+    its first content words in a fixed order). Two titles that ``similar_titles`` calls the
+    same have the same numbers and share a word among those first words (the prefix filter
+    of set-similarity joins: with Jaccard ≥ t, the first ``n - ⌈t·n⌉ + 1`` words of each
+    set in any fixed order intersect). Short titles, which never match, get no key. Cached:
+    a cycle files a title, then reads it back from the store."""
+    words = title_words(title)
+    if _weight(words) < MIN_TITLE_WEIGHT:
+        return ()
+    digits = tuple(w for w in words if _DIGITS.fullmatch(w))
+    distinct = sorted(set(words))
+    # floor ≤ ceil: one word longer than the tight bound, never shorter (float rounding).
+    prefix = len(distinct) - math.floor(TITLE_SIMILARITY * len(distinct)) + 1
+    return tuple((digits, word) for word in distinct[:prefix])
+
+
+class StoryIndex:
+    """The stories already in each channel (first alerts and their duplicate replies), found
+    by link and by title without comparing an entry with every report.
+
+    A poll cycle builds one from the store's recent reports and adds (:meth:`add`) what later
+    polls wrote, so that planning a poll costs what its own entries cost, not what the
+    channel holds (issue 7: comparing every entry with every report was quadratic in the
+    cycle). :func:`plan_outbox` never changes an index it is given.
+    """
+
+    def __init__(self, reports: Iterable[Report] = ()) -> None:
+        self._by_id: dict[int, _Thread] = {}
+        self._count: dict[str, int] = {}
+        self._links: dict[tuple[str, str], list[_Thread]] = {}
+        self._titles: dict[tuple[str, tuple[str, ...], str], list[_Thread]] = {}
+        self.add(reports)
+
+    def add(self, reports: Iterable[Report]) -> None:
+        """File more reports: first alerts open threads; a reply joins its thread (or is
+        dropped when its first alert is older than the window, as it always was)."""
+        for report in sorted(reports, key=lambda r: (not r.first, r.at)):
+            thread = self._by_id.get(report.thread_id)
+            if thread is None:
+                if not report.first:
+                    continue
+                thread = self._open(report.channel, report.thread_id, None)
+                thread.sources.append(report.feed_name)
+                self._by_id[report.thread_id] = thread
+            self._file(thread, report)
+            if report.independent and report.feed_name not in thread.sources:
+                thread.sources.append(report.feed_name)
+
+    def _open(self, channel: str, alert_id: int | None, entry_key: str | None) -> _Thread:
+        order = self._count.get(channel, 0)
+        self._count[channel] = order + 1
+        return _Thread(alert_id, entry_key, order=order)
+
+    def _file(self, thread: _Thread, report: Report) -> None:
         thread.reports.append(report)
-        if report.independent and report.feed_name not in thread.sources:
-            thread.sources.append(report.feed_name)
-    out: dict[str, list[_Thread]] = {}
-    for thread in by_id.values():
-        out.setdefault(thread.first.channel, []).append(thread)
-    return out
+        link = story_link(report.link)
+        if link is not None:
+            self._links.setdefault((report.channel, link), []).append(thread)
+        for digits, word in _title_keys(report.title):
+            self._titles.setdefault((report.channel, digits, word), []).append(thread)
+
+    def candidates(self, channel: str, link: str | None,
+                   title_keys: Sequence[tuple[tuple[str, ...], str]]) -> list[_Thread]:
+        """The threads that may hold the story (a superset), oldest first."""
+        found: dict[int, _Thread] = {}
+        if link is not None:
+            for thread in self._links.get((channel, link), ()):
+                found[thread.order] = thread
+        for digits, word in title_keys:
+            for thread in self._titles.get((channel, digits, word), ()):
+                found[thread.order] = thread
+        return [found[k] for k in sorted(found)]
+
+
+class _Planning:
+    """One poll's view of the stories: the given index, and what this poll adds to it
+    (new threads and new reports), kept apart so that the index is never changed."""
+
+    def __init__(self, base: StoryIndex) -> None:
+        self._base = base
+        self._local = StoryIndex()
+        self._local._count = dict(base._count)  # new threads come after the old ones
+        self._copies: dict[tuple[str, int], _Thread] = {}
+
+    def find(self, channel: str, entry: Entry, now: datetime) -> tuple[_Thread, str] | None:
+        """The thread whose story this entry is, preferring a same-link match."""
+        link, keys = story_link(entry.link), _title_keys(entry.title)
+        found: dict[int, _Thread] = {}
+        for thread in self._base.candidates(channel, link, keys):
+            found[thread.order] = self._copies.get((channel, thread.order), thread)
+        for thread in self._local.candidates(channel, link, keys):
+            found[thread.order] = thread
+        best: tuple[_Thread, str] | None = None
+        for order in sorted(found):
+            thread = found[order]
+            for report in thread.reports:
+                reason = same_story(entry, report, now)
+                if reason == "link":
+                    return thread, reason
+                if reason is not None and best is None:
+                    best = thread, reason
+        return best
+
+    def open(self, channel: str, entry_key: str, report: Report, feed_name: str) -> None:
+        thread = self._local._open(channel, None, entry_key)
+        thread.sources.append(feed_name)
+        self._local._file(thread, report)
+
+    def report(self, thread: _Thread, report: Report) -> _Thread:
+        """Add a duplicate's report to ``thread`` (a copy, when the thread is the index's);
+        returns the thread that holds it now."""
+        key = (report.channel, thread.order)
+        if thread.alert_id is not None and key not in self._copies:
+            thread = _Thread(thread.alert_id, thread.entry_key, list(thread.reports),
+                             list(thread.sources), thread.order)
+            self._copies[key] = thread
+        self._local._file(thread, report)
+        return thread
 
 
 def _independent(thread: _Thread, feed_name: str, link: str | None) -> bool:
@@ -310,7 +420,7 @@ def plan_outbox(
     candidates: Sequence[Candidate],
     routes: Mapping[str, RuleRoute],
     *,
-    threads: Iterable[Report] = (),
+    threads: Iterable[Report] | StoryIndex = (),
     previous: Mapping[int, Previous] | None = None,
     feed_name: str,
     now: datetime,
@@ -318,10 +428,11 @@ def plan_outbox(
     """Alerts, replies and updates for one poll of ``feed_name``.
 
     ``threads`` are the reports already in the channels (first alerts and duplicate replies
-    of the last 72 h); ``previous`` the stored state of each changed entry.
+    of the last 72 h), or a :class:`StoryIndex` of them (left unchanged); ``previous`` the
+    stored state of each changed entry.
     """
     previous = previous or {}
-    stories = _threads(threads)
+    stories = _Planning(threads if isinstance(threads, StoryIndex) else StoryIndex(threads))
     alerts: list[PlannedAlert] = []
     replies: list[PlannedReply] = []
     updates: list[PlannedUpdate] = []
@@ -340,20 +451,19 @@ def plan_outbox(
             if prev is not None and any(p.channel == plan.channel for p in prev.alerts):
                 alerts.append(plan)  # a rule that matches only after the change
                 continue
-            found = _find(stories.get(plan.channel, ()), cand.entry, now)
+            found = stories.find(plan.channel, cand.entry, now)
             if found is None:
                 alerts.append(plan)
-                thread = _Thread(None, cand.entry.key, [Report(
-                    0, plan.channel, feed_name, cand.entry.link, cand.entry.title, now, True)],
-                    [feed_name])
-                stories.setdefault(plan.channel, []).append(thread)
+                stories.open(plan.channel, cand.entry.key, Report(
+                    0, plan.channel, feed_name, cand.entry.link, cand.entry.title, now, True),
+                    feed_name)
                 continue
             thread, reason = found
             independent = _independent(thread, feed_name, cand.entry.link)
             replies.append(PlannedReply(
                 cand.entry.key, plan.channel, thread.alert_id, thread.entry_key, plan.rules,
                 duplicate=Duplicate(reason, independent, thread.first.feed_name)))
-            thread.reports.append(Report(
+            thread = stories.report(thread, Report(
                 thread.alert_id or 0, plan.channel, feed_name, cand.entry.link,
                 cand.entry.title, now, False, independent))
             if independent and feed_name not in thread.sources:
@@ -364,14 +474,3 @@ def plan_outbox(
     return OutboxPlan(tuple(alerts), tuple(replies), tuple(updates))
 
 
-def _find(threads: Iterable[_Thread], entry: Entry, now: datetime) -> tuple[_Thread, str] | None:
-    """The thread whose story this entry is, preferring a same-link match."""
-    best: tuple[_Thread, str] | None = None
-    for thread in threads:
-        for report in thread.reports:
-            reason = same_story(entry, report, now)
-            if reason == "link":
-                return thread, reason
-            if reason is not None and best is None:
-                best = thread, reason
-    return best

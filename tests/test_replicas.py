@@ -8,6 +8,7 @@ expires, and every expected alert reaches Slack exactly once.
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import signal
 import subprocess
@@ -107,11 +108,15 @@ def test_replicas_on_postgres_share_feeds_and_survive_a_sigkill(
 
 
 def read_until_posts(fake: FakeSlack, n: int, processes: list[subprocess.Popen[str]]) -> None:
-    """Follow the replicas' logs until the fake Slack holds ``n`` alerts (a safety limit of
-    a minute per replica log, not a synchronisation by sleeping)."""
-    streams = [p.stderr for p in processes]
+    """Follow every replica's log (whichever writes) until the fake Slack holds ``n`` alerts;
+    a safety limit of two minutes without any log line, not a synchronisation by sleeping."""
+    selector = selectors.DefaultSelector()
+    for process in processes:
+        selector.register(process.stderr, selectors.EVENT_READ)  # type: ignore[arg-type]
     while len(fake.posts) < n:
-        for stream in streams:
-            read_until(stream, lambda line: "delivery" in line or "poll feed" in line)
-            if len(fake.posts) >= n:
-                return
+        ready = selector.select(timeout=120)
+        assert ready, f"no replica wrote a log line for 2 minutes; {len(fake.posts)} posts"
+        for key, _ in ready:
+            if not key.fileobj.readline():  # type: ignore[union-attr]
+                selector.unregister(key.fileobj)
+        assert selector.get_map(), "every replica exited"

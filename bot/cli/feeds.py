@@ -169,7 +169,7 @@ def feeds_check(
                      allow_private=settings.allow_private_addresses) as fetcher:
             fetched = fetcher.fetch(url)
         parsed = parse_feed(fetched.body or b"", url=fetched.url, headers=fetched.headers,
-                            now=now)
+                            now=now, parser=settings.parser)
         name, tags, interval = _declared(settings, url)
         matches, rules_error = _matches(settings, parsed, name, tags)
         if fmt is OutputFormat.json:

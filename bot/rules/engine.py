@@ -5,31 +5,42 @@ DESIGN.md ("Rules"): matching cost grows with the text, not with the number of r
 
     entry ─ normalise each field once ─ Aho-Corasick over all literal terms (+ RE2 regexes)
           ─ boundary checks ─ occurrences by (search, field)
-          ─ for each term found: OR its rule bits into a few accumulators
-          ─ AND the accumulators: the rules whose query holds (or may hold)
-          ─ exact check of the few that may hold (NEAR, feed:, lang:, …) ─ exclusions
-          ─ hits only for the rules that matched
+          ─ for each search found: OR its rule bits into one accumulator
+          ─ shift and AND: the rules whose query holds, or may hold
+          ─ a compiled test for the few that may (NEAR, feed:, lang:, NOT deep down)
+          ─ exclusions, the same way ─ hits only for the rules that matched
 
 Each query is compiled to *necessary clauses* in conjunctive normal form: ``a AND (b OR
-title:c)`` needs a term of ``a`` and a term of ``b`` or ``c``-in-the-title. Clause *j* of
-every rule is one bit of accumulator *j* (bit *i* for rule *i*), so one pass over the terms
-an entry contains sets, for every rule at once, which of its clauses hold; a rule whose
-clauses all hold, and whose top-level ``NOT`` terms are all absent, is decided by ANDing a
-handful of Python integers. When the clauses say everything about the query (AND, OR,
-terms, fields, a top-level NOT of terms) the answer is exact; otherwise (NEAR, ``feed:``,
-``lang:``, a NOT deeper down) they are necessary conditions and the rule's compiled test
-(generated Python, over the set of terms present) makes the final decision. Exclusions
-are compiled the same way, in layers of their own.
+title:c)`` needs a term of ``a``, and a term of ``b`` or ``c`` in the title. Clause *j* of
+rule *i* is bit ``i × stride + j`` of one integer, so finding a search sets, in one OR, every
+clause it belongs to in every rule; shifting the accumulator by *j* and ANDing the shifts
+leaves a bit at ``i × stride`` for every rule whose clauses all hold and whose top-level
+``NOT`` terms are all absent. Nothing here loops over rules, and the integers are a few
+hundred bytes at 1,000 rules. When the clauses say everything about a query (AND, OR,
+terms, fields, a top-level NOT of terms) its bit is the answer; otherwise they are
+necessary conditions and the rule's test — generated Python over the set of searches found
+— decides. Exclusions are compiled the same way, the n-th exclusion of every rule in a layer
+of slots of its own. When a query has more clauses than :data:`MAX_CLAUSES`, the rarest are
+kept (a term many rules share is a common word) and its test decides.
 
-The results are exactly those of :func:`bot.rules.match.evaluate`; tests check the two
-against each other on the shipped rules and on bench/match.py's generated rules.
+A matched rule's hits are the occurrences :func:`bot.rules.match.evaluate` collects: of every
+term outside an AND-inside-an-OR (a false term has none), of the terms of such an AND when
+it holds, of NEAR pairs, and of the track list. Hits are built once per entry and pattern,
+as tuples that sort in reading order; rules that found the same patterns share one tuple.
+NEAR counts the words between two occurrences only (:func:`bot.rules.text.words_within`),
+and to decide compares each left occurrence with its nearest right ones.
+
+The results are exactly those of :func:`bot.rules.match.evaluate` (``RuleSet.match_slowly``);
+``tests/test_rules_engine*.py`` check the two against each other on the shipped rules, on
+generated queries and on bench/match.py's corpora.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import product
+from itertools import chain, product
 from typing import Any
 
 import ahocorasick_rs
@@ -50,7 +61,15 @@ from bot.rules.match import (
 from bot.rules.query import TEXT_FIELDS
 from bot.rules.ruleset import HitKey, Rule, ordered_hit_keys
 from bot.rules.terms import Pattern, compiled_regex
-from bot.rules.text import Normalized, WordIndex, is_word_char, normalize, word_chars
+from bot.rules.text import (
+    Normalized,
+    WordIndex,
+    is_word_char,
+    normalize,
+    units_between,
+    word_chars,
+    words_within,
+)
 
 _FIELD_INDEX = {name: i for i, name in enumerate(TEXT_FIELDS)}
 _SHIFT = 3  # a found term's key is ``sid << _SHIFT | field index``
@@ -60,6 +79,8 @@ _FIELDS_IN = tuple(
     tuple(fi for fi in range(len(TEXT_FIELDS)) if mask >> fi & 1)
     for mask in range(1 << len(TEXT_FIELDS))
 )
+
+_ALL_FIELDS = (1 << len(TEXT_FIELDS)) - 1
 
 MAX_CLAUSES = 6  # clauses kept per query; a query with more is decided by its test
 MAX_PRODUCT = 16  # an OR distributed over ANDs yields at most this many clauses
@@ -88,13 +109,22 @@ class _Automaton:
 
 @dataclass(frozen=True, slots=True)
 class _Near:
-    """A compiled NEAR/ONEAR: each side's searches as (sid, label, casefold), its fields."""
+    """A compiled NEAR/ONEAR: each side's patterns as (sid, label), in query order."""
 
-    left: tuple[tuple[int, str, bool], ...]
-    right: tuple[tuple[int, str, bool], ...]
+    left: dict[int, tuple[str, ...]]  # sid → the labels of its patterns on that side
+    right: dict[int, tuple[str, ...]]
+    left_sids: frozenset[int]
+    right_sids: frozenset[int]
     distance: int
     ordered: bool
-    fields: tuple[int, ...]
+    mask: int  # the fields it looks in
+    # The text its words are counted in when every pattern is searched in it (folded or
+    # exact) and none is a regular expression; else None (see Engine._near_text).
+    casefold: bool | None
+
+
+# A NEAR side's occurrence: (start, end, original start, original end, label, sid).
+_NearOcc = tuple[int, int, int, int, str, int]
 
 
 # --- necessary clauses -------------------------------------------------------------------
@@ -117,32 +147,58 @@ _NOTHING = _Cnf((), frozenset(), False)  # nothing known: the test decides
 
 @dataclass(slots=True)
 class _Layer:
-    """One set of accumulators: clause slots, one slot for negated terms, and the rules (as
-    bit positions) that belong to it."""
+    """A query, or the n-th exclusion of every rule that has one: which accumulator slots
+    hold its clauses and its negated terms, and which rules belong to it (``members``) and
+    are decided by their clauses alone (``exact``), as bits at ``rule index × stride``."""
 
-    slots: list[int]  # global accumulator indexes of the clause slots
-    neg: int  # global accumulator index of the negated-terms slot
+    slots: list[int]
+    neg: int
     members: int = 0
     exact: int = 0
+
+
+Groups = tuple[tuple[int, frozenset[int]], ...]  # (field mask, pids) pairs
 
 
 @dataclass(frozen=True, slots=True)
 class _Program:
     """One rule, compiled for the engine."""
 
-    rule: Rule
+    rule_id: str
+    version: str
     test: Test | None  # None when the clauses decide the query exactly
     excludes: tuple[Test, ...]
-    groups: tuple[int, ...]  # groups whose every occurrence is a hit of a match
-    extra: Hits | None  # the rest of the hits: NEAR pairs, terms of an AND inside an OR
+    # Patterns (as pids) whose every occurrence in the fields of a mask is a hit of a match:
+    # the terms of the query outside an AND-inside-an-OR, and the track list.
+    free: Groups
+    # The terms of an AND inside an OR, hits only when that AND holds: (its test, groups).
+    guarded: tuple[tuple[Test, Groups], ...]
+    extra: Hits | None  # the other hits: NEAR pairs, terms under conditions within conditions
     tracked: frozenset[str]  # the track list's canonical names
+    # The common case, one free group and nothing else: its mask and pids.
+    simple: bool
+    mask: int
+    pids: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What :class:`_Codegen` wrote for one rule, bound to its functions once compiled."""
+
+    rule: Rule
+    test: bool
+    excludes: int
+    extra: bool
+    free: Groups
+    guarded: tuple[Groups, ...]
 
 
 class Scan:
     """One entry from one feed, searched once for every pattern of every rule."""
 
     __slots__ = ("engine", "entry", "feed_name", "feed_tags", "norms", "spans", "fields_of",
-                 "_present", "_groups", "_labelled", "_original", "_words", "_hit_objects")
+                 "hits", "_present", "_pids", "_pid_hits", "_groups", "_original", "_words",
+                 "_hit_objects")
 
     def __init__(self, engine: Engine, entry: Entry, feed_name: str,
                  feed_tags: frozenset[str]) -> None:
@@ -153,9 +209,14 @@ class Scan:
         self.norms: dict[tuple[int, bool], Normalized] = {}
         self.spans: dict[int, list[tuple[int, int]]] = {}  # sid << 3 | field → spans
         self.fields_of: dict[int, int] = {}  # sid → mask of the fields it occurs in
+        # ((field mask, pids found), …), track names → hits: shared by rules that match alike
+        self.hits: dict[tuple[tuple[tuple[int, frozenset[int]], ...], frozenset[str]],
+                        tuple[Hit, ...]] = {}
         self._present: dict[int, set[int]] = {}
+        self._pids: set[int] | None = None
+        # pid → its hit keys in every field, and their hits unless two overlap
+        self._pid_hits: dict[int, tuple[list[HitKey], tuple[Hit, ...] | None]] = {}
         self._groups: dict[int, list[HitKey]] = {}
-        self._labelled: dict[tuple[int, str], list[HitKey]] = {}  # every field
         self._original: dict[int, list[tuple[int, int]]] = {}
         self._words: dict[tuple[int, bool], WordIndex] = {}
         self._hit_objects: dict[HitKey, Hit] = {}
@@ -166,6 +227,14 @@ class Scan:
         if found is None:
             found = self._present[mask] = {
                 sid for sid, fields in self.fields_of.items() if fields & mask}
+        return found
+
+    def pids(self) -> set[int]:
+        """The patterns (search and label) found in any field."""
+        found = self._pids
+        if found is None:
+            found = self._pids = set(chain.from_iterable(
+                map(self.engine.pids_of.__getitem__, self.fields_of)))
         return found
 
     def words(self, fi: int, casefold: bool) -> WordIndex:
@@ -181,68 +250,104 @@ class Scan:
         if spans is None:
             sid, fi = key >> _SHIFT, key & 7
             norm = self.norms[(fi, self.engine.searches[sid].casefold)]
-            spans = self._original[key] = [norm.original_span(s, e) for s, e in self.spans[key]]
+            found = self.spans[key]
+            if len(norm.piece_starts) == 1 and norm.piece_spans[0] is None:
+                # One piece copied from the original (most text): a constant shift.
+                shift = norm.piece_origins[0]
+                spans = found if not shift else [(s + shift, e + shift) for s, e in found]
+            else:
+                spans = [norm.original_span(s, e) for s, e in found]
+            self._original[key] = spans
         return spans
 
-    def group(self, gid: int) -> list[HitKey]:
-        """Hit keys of every occurrence of a group of patterns (terms of a rule's query that
-        need no condition, its track list)."""
-        found = self._groups.get(gid)
-        if found is None:
-            sids, labels, mask = self.engine.groups[gid]
-            found = []
-            fields_of = self.fields_of
-            cache = self._labelled
-            for sid in sids.intersection(self.present(mask)):
-                for label in labels[sid]:
-                    keys = cache.get((sid, label))
-                    if keys is None:
-                        keys = cache[(sid, label)] = [
-                            (fi, s, e, label) for fi in _FIELDS_IN[fields_of[sid]]
-                            for s, e in self.original(sid << _SHIFT | fi)]
-                    if fields_of[sid] & ~mask:
-                        keys = [k for k in keys if mask >> k[0] & 1]
-                    found += keys
-            self._groups[gid] = found
+    def pid_hits(self, pid: int) -> tuple[list[HitKey], tuple[Hit, ...] | None]:
+        """The hit keys of found pattern ``pid`` in every field it occurs in, in reading
+        order, and their hits — which are the hits of a match whose only term it is — or
+        None when two overlap in the original text (a ligature) and need sorting out."""
+        found = self._pid_hits.get(pid)
+        if found is None:  # once per entry and pattern
+            engine = self.engine
+            sid = engine.pid_sid[pid]
+            label = engine.pid_label[pid]
+            fields = self.fields_of[sid]
+            name = TEXT_FIELDS
+            objects = self._hit_objects
+            keys: list[HitKey] = []
+            hits: list[Hit] = []
+            for fi in _FIELDS_IN[fields]:
+                for s, e in self.original(sid << _SHIFT | fi):
+                    key = (fi, s, e, label)
+                    hit = objects.get(key)
+                    if hit is None:
+                        hit = objects[key] = Hit(name[fi], s, e, label)
+                    keys.append(key)
+                    hits.append(hit)
+            clean = len(keys) == 1 or all(
+                b[0] != a[0] or b[1] >= a[2] for a, b in zip(keys, keys[1:], strict=False))
+            found = self._pid_hits[pid] = (keys, tuple(hits) if clean else None)
         return found
 
-    def hit_objects(self, keys: list[HitKey]) -> tuple[Hit, ...]:
-        cache = self._hit_objects
+    def keys(self, parts: Iterable[tuple[int, Iterable[int]]]) -> list[HitKey]:
+        """Hit keys of every occurrence of found patterns in fields: (field mask, pids)."""
+        out: list[HitKey] = []
+        fields_of = self.fields_of
+        pid_sid = self.engine.pid_sid
+        cache = self._pid_hits
+        for mask, pids in parts:
+            for pid in pids:
+                keys = (cache.get(pid) or self.pid_hits(pid))[0]
+                if fields_of[pid_sid[pid]] & ~mask:
+                    keys = [k for k in keys if mask >> k[0] & 1]
+                out += keys
+        return out
+
+    def group(self, gid: int) -> list[HitKey]:
+        """Hit keys of a group of patterns (a leaf of a query), for generated code."""
+        found = self._groups.get(gid)
+        if found is None:
+            pids, mask = self.engine.groups[gid]
+            found = self._groups[gid] = self.keys(((mask, pids & self.pids()),))
+        return found
+
+    def finish(self, keys: list[HitKey], tracked: frozenset[str]) -> tuple[Hit, ...]:
+        """The hits of a match: unique, in reading order, none inside a longer one."""
+        objects = self._hit_objects
         out = []
-        for key in keys:
-            hit = cache.get(key)
-            if hit is None:
-                hit = cache[key] = Hit(TEXT_FIELDS[key[0]], key[1], key[2], key[3])
+        for key in ordered_hit_keys(keys, tracked):
+            hit = objects.get(key)
+            if hit is None:  # a NEAR pair's occurrence (the others come from pid_hits)
+                hit = objects[key] = Hit(TEXT_FIELDS[key[0]], key[1], key[2], key[3])
             out.append(hit)
         return tuple(out)
 
 
 class Engine:
-    """All rules' patterns in two automata (case-folded and exact) plus the regexes, and
-    every rule's query as clause bits."""
+    """All rules' patterns in two automata (case-folded and exact) plus the regexes, every
+    rule's query and exclusions as clause bits, and the functions they need."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.searches: list[_Search] = []
         self._sid_by_key: dict[tuple[str, bool, bool, bool], int] = {}
-        # Groups of (sid, label) in a field mask, shared by the rules that use them.
-        self.groups: list[tuple[frozenset[int], dict[int, tuple[str, ...]], int]] = []
-        self._gid_by_key: dict[tuple[frozenset[tuple[int, str]], int], int] = {}
+        self._sid_by_pattern: dict[int, int] = {}
+        self._kept: list[Pattern] = []
+        # A pid is a search with the label its hits carry (a list entry's canonical name).
+        self.pid_sid: list[int] = []
+        self.pid_label: list[str] = []
+        self._pid_by_key: dict[tuple[int, str], int] = {}
+        # Groups of pids in a field mask, for generated code.
+        self.groups: list[tuple[frozenset[int], int]] = []
+        self._gid_by_key: dict[tuple[frozenset[int], int], int] = {}
         self.fields_used = 0
         # How many rules use each search: a term many rules share is a common word, so a
         # clause of rare terms is the one to keep when a query has too many.
-        self.uses: list[int] = []
+        self._uses: list[int] = []
         for rule in rules:
             for sid in {self.sid(p) for p in _rule_patterns(rule)}:
-                self.uses += [0] * (sid + 1 - len(self.uses))
-                self.uses[sid] += 1
+                self._uses += [0] * (sid + 1 - len(self._uses))
+                self._uses[sid] += 1
         codegen = _Codegen(self)
         self._query = _Layer([], 0)
         self._layers: list[_Layer] = []  # exclusion layers: the n-th exclusion of each rule
-        self._n_slots = 0
-        # sid → [(field mask, accumulator, rule bits)]
-        contributions: dict[int, dict[tuple[int, int], int]] = {}
-        self._init: list[int] = []
-        self.programs: list[_Program] = []
         layered: list[tuple[_Layer, int, _Cnf]] = []
         for index, rule in enumerate(rules):
             fm = _mask(rule.fields)
@@ -252,34 +357,52 @@ class Engine:
                 while len(self._layers) <= n:
                     self._layers.append(_Layer([], 0))
                 layered.append((self._layers[n], index, self._cnf(node, fm)))
-            self.programs.append(codegen.program(rule, test=not cnf.exact))
+            codegen.program(rule, test=not cnf.exact)
+        # Every slot of every layer, interleaved: slot s of rule i is bit i × stride + s, so
+        # that a search's contribution to every clause it is in is one integer.
+        stride = 0
         for layer in (self._query, *self._layers):
-            self._allocate(layer, [c for lay, _, c in layered if lay is layer])
+            width = max((len(c.clauses) for lay, _, c in layered if lay is layer), default=0)
+            layer.slots = list(range(stride, stride + width))
+            layer.neg = stride + width
+            stride += width + 1
+        self._stride = stride
+        init: list[int] = []  # bit positions true before any term is found
+        positions: dict[tuple[int, int], list[int]] = {}  # (sid, field mask) → bit positions
         for layer, index, cnf in layered:
-            bit = 1 << index
-            layer.members |= bit
+            base = index * stride
+            layer.members |= 1 << base
             if cnf.exact:
-                layer.exact |= bit
+                layer.exact |= 1 << base
             for j, slot in enumerate(layer.slots):
                 if j >= len(cnf.clauses):
-                    self._init[slot] |= bit  # no j-th clause: vacuously true
+                    init.append(base + slot)  # no j-th clause: vacuously true
                     continue
-                for sid, mask in cnf.clauses[j]:
-                    per_sid = contributions.setdefault(sid, {})
-                    per_sid[(mask, slot)] = per_sid.get((mask, slot), 0) | bit
-            for sid, mask in cnf.negs:
-                per_sid = contributions.setdefault(sid, {})
-                per_sid[(mask, layer.neg)] = per_sid.get((mask, layer.neg), 0) | bit
-        # By sid: (field mask, accumulator, rule bits) for every clause a search is in.
-        self._contributions: list[tuple[tuple[int, int, int], ...]] = [
-            tuple((mask, slot, bits) for (mask, slot), bits in contributions.get(sid, {}).items())
-            for sid in range(len(self.searches))
-        ]
-        codegen.finish()
-        self.rules = tuple(rules)
-        self._enabled = sum(1 << i for i, r in enumerate(rules) if r.enabled)
-        self._scoped = [(1 << i, frozenset(r.feeds)) for i, r in enumerate(rules) if r.feeds]
-        self._unscoped = sum(1 << i for i, r in enumerate(rules) if not r.feeds)
+                for literal in cnf.clauses[j]:
+                    positions.setdefault(literal, []).append(base + slot)
+            for literal in cnf.negs:
+                positions.setdefault(literal, []).append(base + layer.neg)
+        self._init = _bits(init)
+        # By sid: (field mask, shift, bits >> shift), so that a search used by a few rules
+        # costs a few bytes however many rules there are.
+        by_sid: list[list[tuple[int, int, int]]] = [[] for _ in self.searches]
+        for (sid, mask), bits in positions.items():
+            low = min(bits)
+            by_sid[sid].append((mask, low, _bits(b - low for b in bits)))
+        self._contributions = [tuple(c) for c in by_sid]
+        # sid << 8 | fields it was found in → accumulator bits: merged on first use, and
+        # kept while they take less than about 64 MB.
+        self._combined: dict[int, int] = {}
+        self._combined_limit = max(4096, (64 << 23) // max(1, len(rules) * stride))
+        self.programs = codegen.finish()
+        pids_of: list[list[int]] = [[] for _ in self.searches]
+        for pid, sid in enumerate(self.pid_sid):
+            pids_of[sid].append(pid)
+        self.pids_of = [tuple(p) for p in pids_of]
+        self._enabled = _bits(i * stride for i, r in enumerate(rules) if r.enabled)
+        self._scoped = [(1 << i * stride, frozenset(r.feeds))
+                        for i, r in enumerate(rules) if r.feeds]
+        self._unscoped = _bits(i * stride for i, r in enumerate(rules) if not r.feeds)
         self._scope_cache: dict[tuple[str, frozenset[str]], int] = {}
         self.fields = _FIELDS_IN[self.fields_used]
         # One automaton over case-folded keys finds every literal; a case-sensitive pattern
@@ -291,29 +414,40 @@ class Engine:
         self._regexes = [(sid, s) for sid, s in enumerate(self.searches) if s.pattern.regex]
         self._needs_cs = any(not s.casefold for s in self.searches)
         self._word = word_chars()
+        self._sid_by_pattern.clear()  # compiling is over
+        self._kept.clear()
 
     # --- compiling ---------------------------------------------------------------------
 
     def sid(self, pattern: Pattern) -> int:
-        sid = self._sid_by_key.get(pattern.key)
+        sid = self._sid_by_pattern.get(id(pattern))  # patterns are shared: a quick way in
         if sid is None:
-            sid = self._sid_by_key[pattern.key] = len(self.searches)
-            self.searches.append(_Search(pattern, not pattern.case_sensitive))
+            key = pattern.key
+            sid = self._sid_by_key.get(key)
+            if sid is None:
+                sid = self._sid_by_key[key] = len(self.searches)
+                self.searches.append(_Search(pattern, not pattern.case_sensitive))
+            self._sid_by_pattern[id(pattern)] = sid
+            self._kept.append(pattern)  # so that its id is not reused while compiling
         return sid
 
+    def pid(self, pattern: Pattern) -> int:
+        key = (self.sid(pattern), pattern.label)
+        pid = self._pid_by_key.get(key)
+        if pid is None:
+            pid = self._pid_by_key[key] = len(self.pid_sid)
+            self.pid_sid.append(key[0])
+            self.pid_label.append(key[1])
+        return pid
+
     def group(self, patterns: Iterable[Pattern], mask: int) -> int:
-        """The id of the group of ``patterns`` (as (sid, label)) in the fields of ``mask``."""
+        """The id of the group of ``patterns`` in the fields of ``mask``."""
         self.fields_used |= mask
-        members = frozenset((self.sid(p), p.label) for p in patterns)
-        key = (members, mask)
+        key = (frozenset(self.pid(p) for p in patterns), mask)
         gid = self._gid_by_key.get(key)
         if gid is None:
-            labels: dict[int, list[str]] = {}
-            for sid, label in sorted(members):
-                labels.setdefault(sid, []).append(label)
             gid = self._gid_by_key[key] = len(self.groups)
-            self.groups.append((frozenset(labels), {s: tuple(v) for s, v in labels.items()},
-                                mask))
+            self.groups.append(key)
         return gid
 
     def _literals(self, patterns: Iterable[Pattern], mask: int) -> Clause:
@@ -323,7 +457,7 @@ class Engine:
     def _cost(self, clause: Clause) -> int:
         """How often a clause is likely to hold: the rules sharing its terms (a term many
         rules use is a common word), so the rarest clauses are the ones kept."""
-        return sum(self.uses[sid] + 1 for sid, _ in clause)
+        return sum(self._uses[sid] + 1 for sid, _ in clause)
 
     def _cnf(self, node: Compiled, mask: int) -> _Cnf:
         cnf = self._cnf_of(node, mask)
@@ -367,13 +501,6 @@ class Engine:
             return _Cnf((self._literals(node.left.patterns, mask),
                          self._literals(node.right.patterns, mask)), frozenset(), False)
         return _NOTHING  # feed:, lang:
-
-    def _allocate(self, layer: _Layer, cnfs: list[_Cnf]) -> None:
-        width = max((len(c.clauses) for c in cnfs), default=0)
-        layer.slots = list(range(self._n_slots, self._n_slots + width))
-        layer.neg = self._n_slots + width
-        self._n_slots += width + 1
-        self._init += [0] * (width + 1)
 
     def _automaton(self, *, exact_too: bool, odd_only: bool = False) -> _Automaton | None:
         """With ``exact_too``: every literal under its case-folded text (case-sensitive ones
@@ -420,7 +547,7 @@ class Engine:
                 shared = len(folded_text) == len(exact.text)
                 if shared:  # one to one: the two texts share the offset map
                     folded = Normalized(raw, folded_text, exact.piece_starts,
-                                        exact.piece_origins, exact.piece_spans)
+                                        exact.piece_origins, exact.piece_spans, exact.wide)
                     self._search(self._odd, exact.text, None, fi, scan)
                 else:
                     folded = normalize(raw)
@@ -457,34 +584,40 @@ class Engine:
         fields_of = scan.fields_of
         bit = 1 << fi
         size = len(text)
-        last_end: dict[int, int] = {}
         values_of = automaton.values
         for index, start, stop in automaton.ac.find_matches_as_indexes(text, overlapping=True):
             for sid, left, right, prefix, exact in values_of[index]:
                 if exact is not None and (exact_text is None
                                           or exact_text[start:stop] != exact):
                     continue
-                if start < last_end.get(sid, 0):
-                    continue
-                if left and start > 0 and (
+                if left and start and (
                         (c := text[start - 1]) in word or c > "\uffff" and is_word_char(c)):
                     continue
-                hit_end = stop
+                end = stop
                 if prefix:
-                    while hit_end < size and (
-                            (c := text[hit_end]) in word or c > "\uffff" and is_word_char(c)):
-                        hit_end += 1
-                elif right and stop < size and (
-                        (c := text[stop]) in word or c > "\uffff" and is_word_char(c)):
+                    while end < size and (
+                            (c := text[end]) in word or c > "\uffff" and is_word_char(c)):
+                        end += 1
+                elif right and end < size and (
+                        (c := text[end]) in word or c > "\uffff" and is_word_char(c)):
                     continue
-                last_end[sid] = hit_end
                 key = sid << _SHIFT | fi
                 found = spans.get(key)
                 if found is None:
-                    spans[key] = [(start, hit_end)]
+                    spans[key] = [(start, end)]
                     fields_of[sid] = fields_of.get(sid, 0) | bit
-                else:
-                    found.append((start, hit_end))
+                elif start >= found[-1][1]:  # occurrences of one search do not overlap
+                    found.append((start, end))
+
+    def _combine(self, sid: int, fields: int) -> int:
+        """What finding search ``sid`` in ``fields`` sets in the accumulator."""
+        combined = 0
+        for mask, shift, bits in self._contributions[sid]:
+            if fields & mask:
+                combined |= bits << shift
+        if len(self._combined) < self._combined_limit:
+            self._combined[sid << 8 | fields] = combined
+        return combined
 
     def _scope(self, feed_name: str, feed_tags: frozenset[str]) -> int:
         """Bits of the enabled rules whose ``scope.feeds`` admits this feed."""
@@ -504,101 +637,264 @@ class Engine:
     def match(self, entry: Entry, *, feed_name: str, feed_tags: Iterable[str] = ()) -> list[Match]:
         """Matches of every enabled rule whose scope admits this feed, in rule order."""
         scan = self.scan(entry, feed_name, feed_tags)
-        acc = self._init.copy()
-        contributions = self._contributions
+        found = self._decide(scan)
+        return self._matches(scan, found) if found else []
+
+    def _decide(self, scan: Scan) -> int:
+        """The rules that match ``scan``, as bits at ``rule index × stride``."""
+        acc = self._init
+        combined = self._combined
         for sid, fields in scan.fields_of.items():
-            for mask, slot, bits in contributions[sid]:
-                if fields & mask:
-                    acc[slot] |= bits
+            contribution = combined.get(sid << 8 | fields)
+            if contribution is None:
+                contribution = self._combine(sid, fields)
+            acc |= contribution
         query = self._query
-        candidates = self._scope(feed_name, scan.feed_tags) & ~acc[query.neg]
+        found = self._scope(scan.feed_name, scan.feed_tags) & ~(acc >> query.neg)
         for slot in query.slots:
-            candidates &= acc[slot]
-        if not candidates:
-            return []
-        sure = candidates & query.exact
-        excluded = maybe_excluded = 0
-        for layer in self._layers:
-            fired = layer.members & ~acc[layer.neg]
-            for slot in layer.slots:
-                fired &= acc[slot]
-            excluded |= fired & layer.exact
-            maybe_excluded |= fired & ~layer.exact
-        candidates &= ~excluded
-        out: list[Match] = []
+            found &= acc >> slot
+        if not found:
+            return 0
+        stride = self._stride
         programs = self.programs
-        while candidates:
-            low = candidates & -candidates
-            candidates ^= low
-            program = programs[low.bit_length() - 1]
-            if not low & sure:
-                test = program.test
-                assert test is not None  # every rule not decided by its clauses has a test
-                if not test(scan):
-                    continue
-            if low & maybe_excluded and any(test(scan) for test in program.excludes):
-                continue
-            groups = program.groups
-            if len(groups) == 1:
-                found = scan.group(groups[0])
+        unsure = found & ~query.exact  # the clauses are necessary, not sufficient: test
+        while unsure:
+            low = unsure & -unsure
+            unsure ^= low
+            test = programs[(low.bit_length() - 1) // stride].test
+            assert test is not None  # every rule not decided by its clauses has a test
+            if not test(scan):
+                found ^= low
+        excluded = maybe = 0
+        for layer in self._layers:
+            fired = layer.members & ~(acc >> layer.neg)
+            for slot in layer.slots:
+                fired &= acc >> slot
+            excluded |= fired & layer.exact
+            maybe |= fired & ~layer.exact
+        found &= ~excluded
+        maybe &= found
+        while maybe:
+            low = maybe & -maybe
+            maybe ^= low
+            if any(test(scan) for test in programs[(low.bit_length() - 1) // stride].excludes):
+                found ^= low
+        return found
+
+    def _matches(self, scan: Scan, found: int) -> list[Match]:
+        """A :class:`Match`, with its hits, for each rule of ``found``, in rule order.
+
+        A rule's hits are every occurrence of its patterns found (as pids) outside any
+        condition, and of those under an AND inside an OR that holds, and NEAR pairs: rules
+        with the same patterns found share one tuple, and a rule with one pattern found
+        shares that pattern's."""
+        out: list[Match] = []
+        present = scan.pids()
+        cache = scan.hits
+        fields_of = scan.fields_of
+        pid_sid = self.pid_sid
+        pid_hits = scan.pid_hits
+        stride = self._stride
+        programs = self.programs
+        # Lowest bit (first rule) first: bin() and rfind walk the bits in C.
+        bits = bin(found)
+        top = len(bits) - 1
+        at = bits.rfind("1")
+        while at > 1:
+            program = programs[(top - at) // stride]
+            at = bits.rfind("1", 2, at)
+            hits: tuple[Hit, ...] | None = None
+            if program.simple:
+                got = program.pids & present
+                if len(got) == 1:
+                    (pid,) = got
+                    if not fields_of[pid_sid[pid]] & ~program.mask:
+                        hits = pid_hits(pid)[1]
+                parts: tuple[tuple[int, frozenset[int]], ...] = ((program.mask, got),)
             else:
-                found = []
-                for gid in groups:
-                    found += scan.group(gid)
-            if program.extra is not None:
-                found = found + program.extra(scan)
-            keys = ordered_hit_keys(found, program.tracked)
-            rule = program.rule
-            out.append(Match(rule.id, rule.version, scan.hit_objects(keys)))
+                parts = tuple((mask, pids & present) for mask, pids in program.free)
+                for condition, groups in program.guarded:
+                    if condition(scan):
+                        parts += tuple((mask, pids & present) for mask, pids in groups)
+            if hits is None:
+                extra = program.extra
+                if extra is None:
+                    key = (parts, program.tracked)
+                    hits = cache.get(key)
+                    if hits is None:
+                        hits = cache[key] = scan.finish(scan.keys(parts), program.tracked)
+                else:
+                    hits = scan.finish(extra(scan) + scan.keys(parts), program.tracked)
+            out.append(Match(program.rule_id, program.version, hits))
         return out
 
     def near(self, spec: _Near, scan: Scan, into: list[HitKey] | None) -> bool:
         """Whether a NEAR holds (and, with ``into``, the hits of every pair that makes it
-        hold, as :func:`bot.rules.match.evaluate` collects them)."""
+        hold, as :func:`bot.rules.match.evaluate` collects them).
+
+        Words are counted only between the two occurrences compared, and only until there
+        are too many; to decide, each left occurrence is compared with the nearest right
+        ones (the word distance grows with the distance in the text)."""
+        present = scan.present(_ALL_FIELDS)
+        fields_of = scan.fields_of
+        left = 0
+        lefts_found = spec.left_sids & present
+        for sid in lefts_found:
+            left |= fields_of[sid]
+        left &= spec.mask
+        if not left:
+            return False
+        right = 0
+        rights_found = spec.right_sids & present
+        for sid in rights_found:
+            right |= fields_of[sid]
+        both = left & right
+        if not both:
+            return False
         matched = False
-        spans = scan.spans
-        for fi in spec.fields:
-            if not (any(sid << _SHIFT | fi in spans for sid, _, _ in spec.left)
-                    and any(sid << _SHIFT | fi in spans for sid, _, _ in spec.right)):
+        for fi in _FIELDS_IN[both]:
+            if into is None and spec.casefold is not None:  # the common case, made short
+                spans = scan.spans
+                left_spans = [o for sid in lefts_found for o in spans.get(sid << _SHIFT | fi, ())]
+                right_spans = [o for sid in rights_found
+                               for o in spans.get(sid << _SHIFT | fi, ())]
+                if left_spans and right_spans and self._near_any(
+                        spec, scan.norms[(fi, spec.casefold)], left_spans, right_spans):
+                    return True
                 continue
-            lefts = self._occurrences(spec.left, fi, scan)
-            rights = self._occurrences(spec.right, fi, scan)
-            for a_start, a_first, a_last, a_key in lefts:
-                for b_start, b_first, b_last, b_key in rights:
-                    if spec.ordered:
-                        if b_start <= a_start:
-                            continue
-                        between = b_first - a_last - 1
-                    elif a_start <= b_start:
-                        between = b_first - a_last - 1
-                    else:
-                        between = a_first - b_last - 1
-                    if between <= spec.distance:
-                        if into is None:
-                            return True
+            lefts = self._near_side(spec.left, lefts_found, fi, scan)
+            rights = self._near_side(spec.right, rights_found, fi, scan)
+            text = self._near_text(lefts, rights, fi, scan)
+            if text is None:  # the sides were found in texts that do not line up
+                if self._near_exact(spec, fi, lefts, rights, scan, into):
+                    if into is None:
+                        return True
+                    matched = True
+                continue
+            if into is None:
+                if self._near_any(spec, text, lefts, rights):
+                    return True
+                continue
+            for a in lefts:
+                for b in rights:
+                    if self._close(spec, text, a, b):
                         matched = True
-                        into.append(a_key)
-                        into.append(b_key)
+                        into.append((fi, a[2], a[3], a[4]))
+                        into.append((fi, b[2], b[3], b[4]))
         return matched
 
     @staticmethod
-    def _occurrences(
-        side: tuple[tuple[int, str, bool], ...], fi: int, scan: Scan
-    ) -> list[tuple[int, int, int, HitKey]]:
-        """(start, first word, last word, hit key) of each occurrence of a NEAR side."""
-        out: list[tuple[int, int, int, HitKey]] = []
+    def _near_side(side: dict[int, tuple[str, ...]], found: frozenset[int], fi: int,
+                   scan: Scan) -> list[_NearOcc]:
+        """(start, end, original start, original end, label, sid) of a NEAR side's
+        occurrences in field ``fi`` (``found``: its searches found in some field)."""
+        out = []
         spans = scan.spans
-        for sid, label, casefold in side:
+        for sid in found:
             key = sid << _SHIFT | fi
-            found = spans.get(key)
-            if not found:
-                continue
-            index = scan.words(fi, casefold)
-            original = scan.original(key)
-            for (start, end), (o_start, o_end) in zip(found, original, strict=True):
-                first, last = index.span(start, end)
-                out.append((start, first, last, (fi, o_start, o_end, label)))
+            occurrences = spans.get(key)
+            if occurrences:
+                original = scan.original(key)
+                for label in side[sid]:
+                    for (s, e), (o_s, o_e) in zip(occurrences, original, strict=True):
+                        out.append((s, e, o_s, o_e, label, sid))
         return out
+
+    def _near_text(self, lefts: list[_NearOcc],
+                   rights: list[_NearOcc], fi: int, scan: Scan
+                   ) -> Normalized | None:
+        """The text to count words in, or None to count as the reference does. Case-folded
+        and exact text have the same words where they have the same length (folding one
+        character to one keeps its class); a regular expression may match no letter, and
+        then the count must start from the beginning of the text."""
+        searches = self.searches
+        kinds = {searches[o[5]].casefold for o in (*lefts, *rights)}
+        if any(searches[o[5]].pattern.regex for o in (*lefts, *rights)):
+            return None
+        if len(kinds) == 1:
+            return scan.norms[(fi, kinds.pop())]
+        folded, exact = scan.norms[(fi, True)], scan.norms[(fi, False)]
+        return folded if len(folded.text) == len(exact.text) else None
+
+    @staticmethod
+    def _close(spec: _Near, text: Normalized, a: tuple[Any, ...],
+               b: tuple[Any, ...]) -> bool:
+        """Whether occurrences ``a`` (left) and ``b`` (right), (start, end, …), are within
+        the distance."""
+        if spec.ordered:
+            if b[0] <= a[0]:
+                return False
+            first, second = a, b
+        elif a[0] <= b[0]:
+            first, second = a, b
+        else:
+            first, second = b, a
+        last = first[1] - 1
+        if second[0] <= last:  # they overlap: no word between
+            return True
+        limit = spec.distance + 1
+        if text.wide:  # astral letters: counted one by one
+            return units_between(text.text, last, second[0], limit) <= limit
+        return words_within(text.text, last, second[0], limit)
+
+    def _near_any(self, spec: _Near, text: Normalized, lefts: Sequence[tuple[Any, ...]],
+                  rights: Sequence[tuple[Any, ...]]) -> bool:
+        """Whether any pair is close: for each left occurrence only the right ones nearest
+        to it can be — the first that starts at or after it, and (without order) the one
+        that ends last among those that start before it."""
+        rights = sorted(rights)
+        starts = [r[0] for r in rights]
+        reach: list[tuple[Any, ...]] = []  # the latest end so far
+        for r in rights:
+            reach.append(r if not reach or r[1] > reach[-1][1] else reach[-1])
+        close = self._close
+        for a in lefts:
+            i = (bisect_right if spec.ordered else bisect_left)(starts, a[0])
+            if i < len(rights) and close(spec, text, a, rights[i]):
+                return True
+            if not spec.ordered and i > 0 and close(spec, text, a, reach[i - 1]):
+                return True
+        return False
+
+    def _near_exact(self, spec: _Near, fi: int, lefts: list[_NearOcc],
+                    rights: list[_NearOcc], scan: Scan,
+                    into: list[HitKey] | None) -> bool:
+        """The reference's way: word numbers counted from the start of each side's text."""
+        def numbered(o: _NearOcc) -> tuple[int, int, int]:
+            index = scan.words(fi, self.searches[o[5]].casefold)
+            return (o[0], *index.span(o[0], o[1]))
+
+        matched = False
+        for a in lefts:
+            a_start, a_first, a_last = numbered(a)
+            for b in rights:
+                b_start, b_first, b_last = numbered(b)
+                if spec.ordered:
+                    if b_start <= a_start:
+                        continue
+                    between = b_first - a_last - 1
+                elif a_start <= b_start:
+                    between = b_first - a_last - 1
+                else:
+                    between = a_first - b_last - 1
+                if between <= spec.distance:
+                    if into is None:
+                        return True
+                    matched = True
+                    into.append((fi, a[2], a[3], a[4]))
+                    into.append((fi, b[2], b[3], b[4]))
+        return matched
+
+
+def _bits(positions: Iterable[int]) -> int:
+    """An integer with the given bits set."""
+    ordered = sorted(set(positions))
+    if not ordered:
+        return 0
+    flags = bytearray(ordered[-1] // 8 + 1)
+    for p in ordered:
+        flags[p >> 3] |= 1 << (p & 7)
+    return int.from_bytes(flags, "little")
 
 
 def _mask(fields: Iterable[str]) -> int:
@@ -643,7 +939,7 @@ class _Codegen:
     engine: Engine
     constants: list[Any] = field(default_factory=list)
     source: list[str] = field(default_factory=list)
-    _cells: list[tuple[bool, int, bool]] = field(default_factory=list)
+    written: list[_Written] = field(default_factory=list)
     _uses_masks: set[int] = field(default_factory=set)
 
     def const(self, value: Any) -> str:
@@ -687,98 +983,126 @@ class _Codegen:
     def _near(self, node: Proximity, mask: int) -> str:
         engine = self.engine
         engine.fields_used |= mask
-        return self.const(_Near(
-            tuple((engine.sid(p), p.label, not p.case_sensitive) for p in node.left.patterns),
-            tuple((engine.sid(p), p.label, not p.case_sensitive) for p in node.right.patterns),
-            node.distance, node.ordered, _FIELDS_IN[mask],
-        ))
+        sides: list[dict[int, tuple[str, ...]]] = []
+        for leaf in (node.left, node.right):
+            labels: dict[int, tuple[str, ...]] = {}
+            for p in leaf.patterns:
+                sid = engine.sid(p)
+                labels[sid] = (*labels.get(sid, ()), p.label)
+            sides.append(labels)
+        left, right = sides
+        searches = [engine.searches[sid] for sid in (*left, *right)]
+        kinds = {s.casefold for s in searches}
+        casefold = kinds.pop() if len(kinds) == 1 and not any(
+            s.pattern.regex for s in searches) else None
+        return self.const(_Near(left, right, frozenset(left), frozenset(right), node.distance,
+                                node.ordered, mask, casefold))
 
     def hits(self, node: Compiled, mask: int, indent: str,
-             free: dict[int, list[Pattern]] | None) -> list[str]:
+             free: dict[int, list[Pattern]] | None,
+             guarded: list[tuple[str, set[int], dict[int, list[Pattern]]]] | None = None,
+             ) -> list[str]:
         """Statements adding to ``out`` the hit keys that made a *true* ``node`` true: the
         occurrences :func:`bot.rules.match.evaluate` returns for it. Terms that need no
-        condition go to ``free`` (by field mask) instead, when it is given."""
+        condition go to ``free`` (by field mask) instead, when it is given; an AND inside an
+        OR whose terms need no other condition goes to ``guarded`` (its test, its terms)."""
         if isinstance(node, Leaf):
             if free is not None:
                 free.setdefault(mask, []).extend(node.patterns)
                 return []
             return [f"{indent}out += G({self.engine.group(node.patterns, mask)})"]
         if isinstance(node, InField):
-            return self.hits(node.child, 1 << _FIELD_INDEX[node.field], indent, free)
+            return self.hits(node.child, 1 << _FIELD_INDEX[node.field], indent, free, guarded)
         if isinstance(node, Proximity):
             return [f"{indent}near({self._near(node, mask)}, d, out)"]
         if isinstance(node, AllOf | AnyOf):
             lines: list[str] = []
             for child in node.children:
                 if isinstance(node, AnyOf) and _needs_guard(child):
+                    if guarded is not None:
+                        terms: dict[int, list[Pattern]] = {}
+                        if not self.hits(child, mask, indent, terms):
+                            outer, self._uses_masks = self._uses_masks, set()
+                            guarded.append((self.truth(child, mask), self._uses_masks, terms))
+                            self._uses_masks |= outer
+                            continue
                     inner = self.hits(child, mask, indent + "    ", None)
                     if inner:
                         lines.append(f"{indent}if {self.truth(child, mask)}:")
                         lines += inner
                 else:
-                    lines += self.hits(child, mask, indent, free)
+                    lines += self.hits(child, mask, indent, free, guarded)
             return lines
         return []  # NOT, feed:, lang: name no text
 
-    def program(self, rule: Rule, *, test: bool) -> _Program:
-        """Write the functions for ``rule``; they are bound by :meth:`finish`."""
+    def program(self, rule: Rule, *, test: bool) -> None:
+        """Write the functions for ``rule`` (its test only when ``test``)."""
         mask = _mask(rule.fields)
-        n = len(self._cells)
-        self._uses_masks = set()
-        body = self.truth(rule.compiled, mask) if test else None
-        test_masks = self._uses_masks
-        excludes: list[str] = []
-        exclude_masks: list[set[int]] = []
-        for _, node in rule.compiled_excludes:
+        n = len(self.written)
+        if test:
             self._uses_masks = set()
-            excludes.append(self.truth(node, mask))
-            exclude_masks.append(self._uses_masks)
+            body = self.truth(rule.compiled, mask)
+            self._function(f"t{n}", body, self._uses_masks)
+        for k, (_, node) in enumerate(rule.compiled_excludes):
+            self._uses_masks = set()
+            body = self.truth(node, mask)
+            self._function(f"x{n}_{k}", body, self._uses_masks)
         self._uses_masks = set()
         # A false term has no occurrences, so every term outside an AND-inside-an-OR can be
         # collected without a condition: merged into one group per field mask.
         free: dict[int, list[Pattern]] = {}
-        lines = self.hits(rule.compiled, mask, "    ", free)
+        guarded: list[tuple[str, set[int], dict[int, list[Pattern]]]] = []
+        lines = self.hits(rule.compiled, mask, "    ", free, guarded)
         if rule.track_list is not None:
             free.setdefault(mask, []).extend(rule.track_list.patterns)
-        groups = tuple(self.engine.group(patterns, m) for m, patterns in sorted(free.items()))
-        hit_masks = self._uses_masks
-
-        def prologue(masks: set[int]) -> str:
-            return "".join(f"    p{m} = d.present({m})\n" for m in sorted(masks))
-
-        prelude = "    F = d.fields_of.get\n"
-        if body is not None:
-            self.source.append(f"def t{n}(d):\n{prelude}{prologue(test_masks)}"
-                               f"    return bool{body}\n")
-        for k, (expr, masks) in enumerate(zip(excludes, exclude_masks, strict=True)):
-            self.source.append(f"def x{n}_{k}(d):\n{prelude}{prologue(masks)}"
-                               f"    return bool{expr}\n")
         if lines:
-            self.source.append(f"def h{n}(d):\n{prelude}    G = d.group\n{prologue(hit_masks)}"
-                               "    out = []\n" + "".join(line + "\n" for line in lines)
-                               + "    return out\n")
-        tracked = rule.track_list.names if rule.track_list is not None else frozenset()
-        program = _Program(rule, None, (), groups, None, tracked)
-        self._cells.append((body is not None, len(excludes), bool(lines)))
-        return program
+            prologue = "".join(f"    p{m} = d.present({m})\n" for m in sorted(self._uses_masks))
+            self.source.append(f"def h{n}(d):\n    F = d.fields_of.get\n    G = d.group\n"
+                               f"{prologue}    out = []\n"
+                               + "".join(line + "\n" for line in lines) + "    return out\n")
+        for k, (body, used, _) in enumerate(guarded):
+            self._function(f"g{n}_{k}", body, used)
+        self.written.append(_Written(rule, test, len(rule.compiled_excludes), bool(lines),
+                                     self._groups(free),
+                                     tuple(self._groups(terms) for _, _, terms in guarded)))
 
-    def finish(self) -> None:
-        """Compile the module and put each rule's functions into its program."""
+    def _groups(self, terms: dict[int, list[Pattern]]) -> Groups:
+        for m in terms:
+            self.engine.fields_used |= m
+        return tuple((m, frozenset(self.engine.pid(p) for p in patterns))
+                     for m, patterns in sorted(terms.items()))
+
+    def _function(self, name: str, expr: str, masks: set[int]) -> None:
+        """``def name(d): return bool(expr)``, with the presence sets ``expr`` uses."""
+        prologue = "".join(f"    p{m} = d.present({m})\n" for m in sorted(masks))
+        self.source.append(f"def {name}(d):\n    F = d.fields_of.get\n{prologue}"
+                           f"    return bool({expr})\n")
+
+    def finish(self) -> list[_Program]:
+        """Compile the module (one ``compile`` for every rule) and bind the functions."""
         namespace: dict[str, Any] = {"C": self.constants, "near": self.engine.near,
                                      "lang": _lang_is}
         code = compile("".join(self.source), "<policybot rules>", "exec")
         exec(code, namespace)  # noqa: S102 - generated from the rules' trees, see the docstring
-        programs = self.engine.programs
-        for n, (has_test, n_excludes, has_extra) in enumerate(self._cells):
-            program = programs[n]
-            programs[n] = _Program(
-                program.rule,
-                namespace[f"t{n}"] if has_test else None,
-                tuple(namespace[f"x{n}_{k}"] for k in range(n_excludes)),
-                program.groups,
-                namespace[f"h{n}"] if has_extra else None,
-                program.tracked,
-            )
+        programs = []
+        for n, w in enumerate(self.written):
+            simple = not w.extra and not w.guarded and len(w.free) == 1
+            mask, pids = w.free[0] if simple else (0, frozenset[int]())
+            rule = w.rule
+            programs.append(_Program(
+                rule.id,
+                rule.version,
+                namespace[f"t{n}"] if w.test else None,
+                tuple(namespace[f"x{n}_{k}"] for k in range(w.excludes)),
+                w.free,
+                tuple((namespace[f"g{n}_{k}"], groups) for k, groups in enumerate(w.guarded)),
+                namespace[f"h{n}"] if w.extra else None,
+                rule.track_list.names if rule.track_list is not None else frozenset(),
+                simple,
+                mask,
+                pids,
+            ))
+        return programs
 
 
 def _needs_guard(node: Compiled) -> bool:

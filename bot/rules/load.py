@@ -382,7 +382,7 @@ def _read(
         return None
     f = _File(path, source, errors, warnings)
     try:
-        root = yaml.compose(source, Loader=yaml.SafeLoader)
+        root = _compose(source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -392,6 +392,22 @@ def _read(
         f.error(None, f"invalid YAML: {exc}")
         return None
     return f, root, version
+
+
+_FAST_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+def _compose(source: str) -> yaml.Node | None:
+    """``yaml.compose`` with libyaml when PyYAML has it (15× faster: loading 1,000 rules
+    took 1 s in pure Python), else in Python. libyaml's nodes carry the same marks (index,
+    line and column in characters); a file it rejects, or that starts with a byte-order
+    mark, is composed again in Python so that every error reads as it always has."""
+    if _FAST_LOADER is not None and not source.startswith("\ufeff"):
+        try:
+            return yaml.compose(source, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(source, Loader=yaml.SafeLoader)
 
 
 def _load_list(

@@ -80,21 +80,19 @@ def ordered_hit_keys(keys: Iterable[HitKey], tracked: frozenset[str] = frozenset
                      ) -> list[HitKey]:
     """Unique hits in reading order, without those inside a longer hit (see
     :func:`sorted_hits`)."""
-    unique = sorted(set(keys))
-    # Nearly always no two hits overlap, and then none is inside another: check that first.
-    field = -1
-    reach = -1
-    span = (-1, -1)
-    for f, start, end, _ in unique:
-        if f != field:
-            field, reach, span = f, end, (start, end)
-        elif (start, end) != span:
-            if start < reach:
+    unique = sorted(keys)
+    # Nearly always no two hits overlap, and then none is inside another. In this order a
+    # hit that overlaps an earlier one overlaps the one just before it, so checking
+    # neighbours is enough (a repeated hit, or two on one span, also take the long way).
+    if unique:
+        prev = unique[0]
+        for key in unique[1:]:
+            if key[1] < prev[2] and key[0] == prev[0]:
                 break
-            reach = max(reach, end)
-            span = (start, end)
-    else:
-        return unique
+            prev = key
+        else:
+            return unique
+    unique = sorted(set(unique))
     ordered = sorted(unique, key=_longest_first)
     if not tracked:
         kept = set(_uncovered(ordered))

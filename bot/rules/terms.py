@@ -57,7 +57,16 @@ class PatternError(ValueError):
 def make_pattern(
     text: str, *, case_sensitive: bool = False, prefix: bool = False, label: str | None = None
 ) -> Pattern:
-    """Normalise ``text`` into a :class:`Pattern` or raise :class:`PatternError`."""
+    """Normalise ``text`` into a :class:`Pattern` or raise :class:`PatternError`.
+
+    Rules share terms (a country, a minister's title), so patterns are kept: the same
+    arguments give the same, immutable, :class:`Pattern` without normalising again.
+    """
+    return _make_pattern(text, case_sensitive, prefix, label)
+
+
+@lru_cache(maxsize=65536)
+def _make_pattern(text: str, case_sensitive: bool, prefix: bool, label: str | None) -> Pattern:
     norm = normalize_term(text, casefold=not case_sensitive)
     shown = text.strip() + ("*" if prefix else "")
     if not norm:
@@ -173,6 +182,7 @@ class TermList:
         return frozenset(e.name for e in self.entries)
 
 
+@lru_cache(maxsize=65536)
 def looks_like_acronym(text: str) -> bool:
     """All-caps Latin of four letters or fewer: the terms that collide (OSA, GCAP, SDF)."""
     letters = [c for c in text if c.isalpha()]

@@ -98,6 +98,7 @@ class Normalized:
     piece_starts: tuple[int, ...] = field(repr=False)  # normalised index where each begins
     piece_origins: tuple[int, ...] = field(repr=False)  # original index (linear pieces)
     piece_spans: tuple[tuple[tuple[int, int], ...] | None, ...] = field(repr=False)
+    wide: bool = False  # it has characters beyond the Basic Multilingual Plane
 
     def char_span(self, i: int) -> tuple[int, int]:
         """The span of the original that normalised character ``i`` came from."""
@@ -174,9 +175,9 @@ class _Builder:
             self.spans[k] = (*spans[:-1], (spans[-1][0], end))
             self._linear_end = -1
 
-    def build(self, original: str) -> Normalized:
+    def build(self, original: str, wide: bool = False) -> Normalized:
         return Normalized(original, "".join(self.parts), tuple(self.starts),
-                          tuple(self.origins), tuple(self.spans))
+                          tuple(self.origins), tuple(self.spans), wide)
 
 
 def _nfkc(text: str) -> str:
@@ -253,6 +254,10 @@ class _Tables:
     # For WordIndex: runs beyond Latin-1 of word characters (w), of unspaced script (u), and
     # single astral characters (x); Latin-1 is classified by a byte table.
     wide_runs: re.Pattern[str]
+    # For words_within: one word (a run of word characters, or up to two characters of an
+    # unspaced run), and the characters of neither kind, as character classes.
+    word_class: str
+    unspaced_class: str
 
 
 @lru_cache(maxsize=1)
@@ -322,7 +327,10 @@ def _tables() -> _Tables:
     )
     word_set = frozenset(word_chars) | frozenset(
         c for c in map(chr, range(0x80)) if c.isalnum())
-    return _Tables(simple, frozenset(complex_chars), special, words, word_set, wide_runs)
+    unspaced_all = "".join(
+        f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in _UNSPACED_RANGES)
+    return _Tables(simple, frozenset(complex_chars), special, words, word_set, wide_runs,
+                   word_class, unspaced_all)
 
 
 def word_chars() -> frozenset[str]:
@@ -394,7 +402,8 @@ def normalize(text: str, *, casefold: bool = True) -> Normalized:
         _slow_chunks(text, start, end, casefold, out)
         pos = end
     plain(n)
-    return out.build(text)
+    # Characters beyond the BMP are among the marks (NFKC never makes one from the BMP).
+    return out.build(text, any(text[p] > "\uffff" for p in marks))
 
 
 def normalize_term(text: str, *, casefold: bool = True) -> str:
@@ -431,33 +440,34 @@ def word_numbers(text: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-# One byte per Latin-1 character for WordIndex: b"w" for a word character, b" " otherwise
-# (no Latin-1 character belongs to an unspaced script). Characters beyond Latin-1 arrive as
-# "?" from the encoder and are classified by ``_Tables.wide_runs``.
-_LATIN1_CLASS = bytes(
-    ord("w") if is_word_char(chr(code)) else ord(" ") for code in range(256)
-)
+# For WordIndex: byte 1 for a Latin-1 word character, 0 otherwise (no Latin-1 character
+# belongs to an unspaced script). Characters beyond Latin-1 arrive as "?" from the encoder
+# and are classified by ``_Tables.wide_runs``.
+_LATIN1_WORD = bytes(1 if is_word_char(chr(code)) else 0 for code in range(256))
+_UNITS = (b"\x01\x00", b"\x00\x01")  # unit starts of an unspaced run, by offset parity
+_QUESTION_RUN = re.compile(rb"\?+")
 
 
 class WordIndex:
     """Word numbers (as :func:`word_numbers` gives them) at any position, counted on demand.
 
-    The text is reduced to one byte per character by the Latin-1 encoder and a byte table
-    (C speed), patching the few runs beyond Latin-1: ``w`` for a word character, ``U`` for
-    an unspaced character that starts a two-character unit (every other one of a run),
-    ``u`` for the rest of an unspaced run, a space otherwise. ``bytes.replace`` then marks
-    every word start ``S`` (a ``w`` after anything else), and a word number is a
-    ``bytes.count`` of the marks up to the position: nothing is built per word, and an
-    entry needs numbers only where a NEAR compares two occurrences.
+    Every character is a byte (the Latin-1 encoder and a byte table, at C speed, then the
+    few runs beyond Latin-1 patched): 1 for a word character, 0 otherwise. Word starts are
+    then ``w & ~(w << 8)`` on that array read as one integer (a word character after a
+    non-word one), unspaced runs add a start every two characters, and a word number is a
+    ``bytes.count`` of starts up to the position. Nothing is built per word: an entry needs
+    numbers only where a NEAR compares two occurrences.
     """
 
-    __slots__ = ("_marks",)
+    __slots__ = ("_starts",)
 
     def __init__(self, text: str) -> None:
         encoded = text.encode("latin-1", "replace")  # one byte per character, "?" beyond
-        raw = encoded.translate(_LATIN1_CLASS)
+        words = encoded.translate(_LATIN1_WORD)
+        units = b""
         if not text.isascii():
-            buf = bytearray(raw)
+            word_buf: bytearray | None = None
+            unit_buf: bytearray | None = None
             wide = _tables().wide_runs
             run_start = u_end = -1  # the unspaced run being written, which astral characters
             q = encoded.find(b"?")  # (one match each) may continue
@@ -470,33 +480,106 @@ class WordIndex:
                         c = text[a]
                         kind = "w" if is_word_char(c) else "u" if is_unspaced(c) else ""
                     if kind == "w":
-                        buf[a:b] = b"w" * (b - a)
+                        if word_buf is None:
+                            word_buf = bytearray(words)
+                        word_buf[a:b] = b"\x01" * (b - a)
                     elif kind == "u":
+                        if unit_buf is None:
+                            unit_buf = bytearray(len(words))
                         if a != u_end:
                             run_start = a
-                        units = _UNITS[(a - run_start) % 2]
-                        buf[a:b] = units * ((b - a) // 2) + units[: (b - a) % 2]
+                        pair = _UNITS[(a - run_start) % 2]
+                        unit_buf[a:b] = pair * ((b - a) // 2) + pair[: (b - a) % 2]
                         u_end = b
                 q = encoded.find(b"?", stop)
-            raw = bytes(buf)
-        # Mark every unit start "S": a word character after something else, and "U".
-        marks = raw.replace(b" w", b" S").replace(b"uw", b"uS").replace(b"Uw", b"US")
-        if marks[:1] == b"w":
-            marks = b"S" + marks[1:]
-        self._marks = marks.translate(_U_TO_S)
+            if word_buf is not None:
+                words = bytes(word_buf)
+            if unit_buf is not None:
+                units = bytes(unit_buf)
+        w = int.from_bytes(words, "little")
+        starts = w & ~(w << 8)  # byte i is 1 where i is a word character and i - 1 is not
+        if units:
+            starts |= int.from_bytes(units, "little")
+        self._starts = starts.to_bytes(len(words), "little")
 
     def number(self, pos: int) -> int:
-        units = self._marks.count(b"S", 0, pos + 1)
+        units = self._starts.count(1, 0, pos + 1)
         return units - 1 if units > 0 else 0
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """``(number(start), number(end - 1))`` for the span ``[start, end)``."""
-        marks = self._marks
-        units = marks.count(b"S", 0, start + 1)
-        last = units + marks.count(b"S", start + 1, end)
+        starts = self._starts
+        units = starts.count(1, 0, start + 1)
+        last = units + starts.count(1, start + 1, end)
         return (units - 1 if units > 0 else 0), (last - 1 if last > 0 else 0)
 
 
-_UNITS = (b"Uu", b"uU")  # by the parity of the offset in the unspaced run
-_U_TO_S = bytes.maketrans(b"U", b"S")
-_QUESTION_RUN = re.compile(rb"\?+")
+def units_between(text: str, x: int, y: int, limit: int) -> int:
+    """How many words start in ``(x, y]`` — ``word_numbers(text)[y] - word_numbers(text)[x]``
+    when a word starts at or before ``x`` — or ``limit + 1`` once there are more than
+    ``limit``: NEAR needs to know only whether two occurrences are close, and reading the
+    words between them stops as soon as they are not."""
+    count = 0
+    c = text[x]
+    kind = "w" if is_word_char(c) else "u" if is_unspaced(c) else ""
+    run_start = _unspaced_run_start(text, x) if kind == "u" else -1
+    end = x + 1  # a run beginning here continues the one at x
+    for m in _tables().words.finditer(text, x + 1, y + 1):
+        a, b = m.span()
+        found = m.lastgroup
+        if found == "x":  # one astral character: classify it, it may continue a run
+            c = text[a]
+            found = "w" if is_word_char(c) else "u" if is_unspaced(c) else ""
+            if not found:
+                kind = ""
+                continue
+        continues = a == end and found == kind
+        if found == "w":
+            if not continues:
+                count += 1
+        else:
+            if not continues:
+                run_start = a
+            first = a + (run_start - a) % 2  # unspaced text: a word every two characters
+            if first < b:
+                count += (b - 1 - first) // 2 + 1
+        kind, end = found or "", b
+        if count > limit:
+            return limit + 1
+    return count
+
+
+def _unspaced_run_start(text: str, x: int) -> int:
+    """Where the run of unspaced-script characters through ``x`` begins."""
+    j = x
+    while j > 0 and is_unspaced(text[j - 1]):
+        j -= 1
+    return j
+
+
+@lru_cache(maxsize=64)
+def _more_words(n: int) -> re.Pattern[str]:
+    """Matches where ``n`` words follow (each after anything that is not a word)."""
+    t = _tables()
+    word, unspaced = t.word_class, t.unspaced_class
+    # Possessive and atomic: backtracking must not split a word to find more of them.
+    return re.compile(
+        f"(?:[^{word}{unspaced}]*+(?:[{word}]++|(?>[{unspaced}]{{1,2}}))){{{n}}}")
+
+
+def words_within(text: str, x: int, y: int, limit: int) -> bool:
+    """Whether at most ``limit`` words start in ``(x, y]`` (see :func:`units_between`),
+    for text without characters beyond the BMP: one regular expression that stops at the
+    ``limit + 1``-th word, instead of a loop over them."""
+    c = text[x]
+    start = x + 1
+    if start <= y and c in _tables().word_set and text[start] in _tables().word_set:
+        run = _tables().words.match(text, start)  # the rest of the word through x
+        assert run is not None
+        start = run.end()
+    elif (start <= y and is_unspaced(c) and is_unspaced(text[start])
+          and (start - _unspaced_run_start(text, x)) % 2):  # x + 1 is a pair's second
+        start += 1
+    if start > y:
+        return True
+    return _more_words(limit + 1).match(text, start, y + 1) is None

@@ -129,8 +129,16 @@ class OutboxRepo:
     def recent_reports(self, channels: Collection[str], since: datetime) -> list[Report]:
         """First alerts and duplicate replies in ``channels`` written since ``since``: what a
         new entry may be a duplicate of."""
+        return self.reports_after(channels, since)[0]
+
+    def reports_after(
+        self, channels: Collection[str], since: datetime, after_id: int = 0
+    ) -> tuple[list[Report], int]:
+        """``recent_reports`` among the rows whose id is above ``after_id`` (a poll cycle
+        reads the window once, then only what was written since), and the highest row id
+        read (``after_id`` when none)."""
         if not channels:
-            return []
+            return [], after_id
         with self._begin() as conn:
             rows = conn.execute(
                 select(alerts.c.id, alerts.c.kind, alerts.c.parent_id, alerts.c.channel,
@@ -138,12 +146,14 @@ class OutboxRepo:
                        feeds.c.name.label("feed_name"))
                 .join(entries, entries.c.id == alerts.c.entry_id)
                 .join(feeds, feeds.c.id == entries.c.feed_id)
-                .where(alerts.c.channel.in_(sorted(channels)), alerts.c.created_at >= since,
+                .where(alerts.c.id > after_id,
+                       alerts.c.channel.in_(sorted(channels)), alerts.c.created_at >= since,
                        or_(and_(alerts.c.kind == Kind.ALERT.value, alerts.c.parent_id.is_(None)),
                            alerts.c.kind == Kind.REPLY.value))
                 .order_by(alerts.c.id)).all()
         reports = []
         for r in rows:
+            after_id = max(after_id, r.id)
             duplicate = (r.detail or {}).get("duplicate") if r.kind == Kind.REPLY else None
             if r.kind == Kind.REPLY and duplicate is None:
                 continue  # a change reply reports nothing new
@@ -151,7 +161,7 @@ class OutboxRepo:
                 thread_id=r.parent_id if r.kind == Kind.REPLY else r.id, channel=r.channel,
                 feed_name=r.feed_name, link=r.link, title=r.title, at=r.created_at,
                 first=r.kind == Kind.ALERT, independent=bool((duplicate or {}).get("independent"))))
-        return reports
+        return reports, after_id
 
     def previous_entries(self, entry_ids: Collection[int]) -> dict[int, Previous]:
         """Changed entries as stored before this poll: their values, the rules that matched,

@@ -233,6 +233,7 @@ class Store(OutboxRepo):
             ids = [r.id for r in conn.execute(
                 select(feeds.c.id).where(*cond).order_by(feeds.c.next_poll_at, feeds.c.id)
                 .limit(limit).with_for_update(skip_locked=True))]
+            taken = []
             for feed_id in ids:
                 result = conn.execute(
                     update(feeds)
@@ -241,7 +242,10 @@ class Store(OutboxRepo):
                     .values(lease_until=now + lease, lease_owner=owner)
                 )
                 if result.rowcount == 1:
-                    claimed.append(self._feed_state(conn, feed_id))
+                    taken.append(feed_id)
+            if taken:  # one read for the batch, in the order claimed
+                rows = {r.id: r for r in conn.execute(select(feeds).where(feeds.c.id.in_(taken)))}
+                claimed = [_feed_state(rows[feed_id]) for feed_id in taken]
         return claimed
 
     def _feed_state(self, conn: Connection, feed_id: int) -> FeedState:
@@ -294,17 +298,22 @@ class Store(OutboxRepo):
         fresh = [w for w in write.entries if w.entry_id is None]
         edited = [w for w in write.entries if w.entry_id is not None]
         with self._begin() as conn:
-            ids = self._entry_ids(conn, write.feed_id, [w.entry.key for w in fresh])
-            to_insert = [w for w in fresh if w.entry.key not in ids]
-            if to_insert:
-                conn.execute(
+            ids: dict[str, int] = {}
+            to_insert: list[EntryWrite] = []
+            if fresh:
+                # RETURNING names the rows this insert made; a key already there (another
+                # replica's, or a rerun's) is skipped by ON CONFLICT and only looked up.
+                ids.update((r.key, r.id) for r in conn.execute(
                     self._insert(entries).on_conflict_do_nothing(
-                        index_elements=["feed_id", "key"]),
+                        index_elements=["feed_id", "key"]).returning(entries.c.id, entries.c.key),
                     [{"feed_id": write.feed_id, "key": w.entry.key, "first_seen_at": write.now,
-                      **_entry_values(w.entry)} for w in to_insert],
-                )
-                ids.update(self._entry_ids(conn, write.feed_id,
-                                           [w.entry.key for w in to_insert]))
+                      **_entry_values(w.entry)} for w in fresh],
+                ))
+                to_insert = [w for w in fresh if w.entry.key in ids]
+                there = [w.entry.key for w in fresh if w.entry.key not in ids]
+                if there:
+                    ids.update(self._entry_ids(conn, write.feed_id, there))
+            if to_insert:
                 match_rows = [
                     {"entry_id": ids[w.entry.key], "rule_id": m.rule_id,
                      "rule_version": m.rule_version, "hits": [_hit_json(h) for h in m.hits],
@@ -441,9 +450,17 @@ class Store(OutboxRepo):
 
     def record_feed(self, feed_id: int, update_: FeedUpdate) -> None:
         """Save a feed's state after a poll that stored no entries (304, error)."""
+        self.record_feeds([(feed_id, update_)])
+
+    def record_feeds(self, updates: Sequence[tuple[int, FeedUpdate]]) -> None:
+        """``record_feed`` for several feeds in one transaction (a warm cycle's 304s: one
+        commit per feed was most of its time)."""
+        if not updates:
+            return
         with self._begin() as conn:
-            conn.execute(update(feeds).where(feeds.c.id == feed_id)
-                         .values(**_feed_update_values(update_, update_.polled_at)))
+            for feed_id, update_ in updates:
+                conn.execute(update(feeds).where(feeds.c.id == feed_id)
+                             .values(**_feed_update_values(update_, update_.polled_at)))
 
     def entry_count(self) -> int:
         with self._begin() as conn:

@@ -1,0 +1,137 @@
+"""What makes a cycle fast must not change what it does (issue 7; timings are in bench/).
+
+- Parsing in worker processes (POLICYBOT_PARSE_WORKERS) stores what parsing in the poller's
+  process stores, and a document that is not a feed still fails only its feed.
+- Both parser backends store the same entries.
+- HTTP connections are kept alive from one cycle to the next.
+- A warm cycle's 304s are saved (next poll, validators kept) even though they are written
+  together.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, FakeClock
+from feedserver import FeedServer, Item, atom, rss
+
+from bot.app import App, open_app
+from bot.config import Settings
+from bot.parse import fast_parser_available
+from bot.store.tables import entries
+
+
+def items(clock: FakeClock, feed: int) -> list[Item]:
+    when = clock() - timedelta(hours=2)
+    return [Item(title=f"Japan to provide OSA radars, part {feed}-{i}",
+                 link=f"https://example.org/{feed}/{i}", guid=f"{feed}-{i}",
+                 description=f"<p>Official Security Assistance &amp; radars {i}.</p>",
+                 published=when - timedelta(minutes=i)) for i in range(5)]
+
+
+def serve(server: FeedServer, clock: FakeClock, n: int = 6) -> list[tuple[str, str]]:
+    feeds = []
+    for feed in range(n):
+        path = f"/f{feed}.xml"
+        body = atom(items(clock, feed)) if feed % 2 else rss(items(clock, feed))
+        server.serve(path, body, etag=f'"e{feed}"', content_type="application/xml")
+        feeds.append((f"feed-{feed}", server.url(path)))
+    server.serve("/page.xml", b"<html><body>not a feed</body></html>", etag='"p"',
+                 content_type="text/html")
+    feeds.append(("page", server.url("/page.xml")))
+    return feeds
+
+
+@contextmanager
+def app(tmp_path: Path, name: str, db_url: str, feeds: list[tuple[str, str]],
+        clock: FakeClock, **settings: object) -> Iterator[App]:
+    rules = tmp_path / name / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    lines = ["feeds:"] + [f"  - {{name: {n}, url: '{u}'}}" for n, u in feeds]
+    (rules / "feeds.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    values = {"database_url": db_url, "rules_dir": rules, "allow_private_addresses": True,
+              **settings}
+    with open_app(Settings(**values), clock=clock, sleep=clock.sleep) as bot:  # type: ignore[arg-type]
+        yield bot
+
+
+def stored(bot: App) -> list[tuple[object, ...]]:
+    with bot.store.engine.connect() as conn:
+        rows = conn.execute(entries.select().order_by(entries.c.key)).all()
+    return [(r.key, r.title, r.link, r.summary, r.content_hash, r.published) for r in rows]
+
+
+def sqlite_url(tmp_path: Path, name: str) -> str:
+    return f"sqlite:///{tmp_path / name}.db"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_parsing_in_worker_processes_stores_what_inline_parsing_stores(
+    tmp_path: Path, feed_server: FeedServer, clock: FakeClock, workers: int,
+) -> None:
+    feeds = serve(feed_server, clock)
+    results = []
+    for name, n in (("inline", 0), ("pool", workers)):
+        with app(tmp_path, name, sqlite_url(tmp_path, name), feeds, clock,
+                 parse_workers=n) as bot:
+            assert (bot.poller.parse_pool is None) == (n == 0)
+            outcomes = bot.poller.cycle(force=True)
+            results.append((sorted((o.feed, o.result, o.new, o.alerts, o.error)
+                                   for o in outcomes), stored(bot)))
+    assert results[0] == results[1]
+    summary = results[1][0]
+    assert summary[-1][:2] == ("page", "failed") and "HTML page" in str(summary[-1][-1])
+    assert len(results[1][1]) == 30
+
+
+@pytest.mark.skipif(not fast_parser_available(), reason="feedparser-rs not installed")
+def test_both_parsers_store_the_same_entries(
+    tmp_path: Path, feed_server: FeedServer, clock: FakeClock,
+) -> None:
+    feeds = serve(feed_server, clock)
+    results = []
+    for parser in ("feedparser", "fast"):
+        with app(tmp_path, parser, sqlite_url(tmp_path, parser), feeds, clock,
+                 parser=parser) as bot:
+            bot.poller.cycle(force=True)
+            results.append(stored(bot))
+    assert results[0] == results[1]
+
+
+def test_connections_are_kept_alive_from_one_cycle_to_the_next(
+    tmp_path: Path, feed_server: FeedServer, clock: FakeClock,
+) -> None:
+    feeds = serve(feed_server, clock, n=4)
+    with app(tmp_path, "keepalive", sqlite_url(tmp_path, "keepalive"), feeds, clock) as bot:
+        bot.poller.cycle(force=True)
+        after_first = feed_server.connections
+        requests = len(feed_server.requests)
+        clock.advance(hours=1)
+        outcomes = bot.poller.cycle()
+    assert len(feed_server.requests) == requests + len(feeds), "every feed polled again"
+    assert feed_server.connections == after_first, "no new connection for the second cycle"
+    assert sorted(o.result for o in outcomes).count("not_modified") == len(feeds) - 1
+
+
+def test_a_warm_cycles_304s_are_saved(
+    tmp_path: Path, db_url: str, feed_server: FeedServer, clock: FakeClock,
+) -> None:
+    feeds = serve(feed_server, clock, n=4)
+    with app(tmp_path, "warm", db_url, feeds, clock) as bot:
+        bot.poller.cycle(force=True)
+        clock.advance(hours=1)
+        outcomes = bot.poller.cycle()
+        assert [o.result for o in outcomes].count("not_modified") == 4
+        states = {f.name: f for f in bot.store.list_feeds()}
+        # The 304s were recorded: polled now, next poll in the future, validators kept,
+        # and the claim released (the next cycle finds nothing due).
+        for name in ("feed-0", "feed-1", "feed-2", "feed-3"):
+            assert states[name].last_polled_at == clock()
+            assert states[name].next_poll_at > clock()
+            assert states[name].etag is not None
+        assert bot.poller.cycle() == []
