@@ -51,9 +51,9 @@ def bench_corpus(request: pytest.FixtureRequest,
     rng = random.Random(11)
     directory = tmp_path_factory.mktemp("bench-rules")
     if request.param == "realistic":
-        lexicon = bench.Lexicon(rng)
-        bench.make_realistic_rules(directory, 200, lexicon, random.Random(12))
-        return load_rules(directory), bench.make_realistic_entries(40, lexicon, rng)
+        vocab = bench.RealisticVocabulary(rng)
+        bench.make_realistic_rules(directory, 200, vocab, random.Random(12))
+        return load_rules(directory), bench.make_realistic_entries(40, vocab, rng)
     vocab = bench.Vocabulary(rng)
     bench.make_rules(directory, 150, vocab, random.Random(12))
     return load_rules(directory), bench.make_entries(40, vocab, rng)
