@@ -81,7 +81,7 @@ class DigestService:
         if self.runner is None:
             if self.digests and not self._warned:
                 self._warned = True  # once, not every minute; `status` keeps saying it
-                log.error("digests configured but not sent: %s", self.smtp_error)
+                log.warning("digests configured but not sent: %s", self.smtp_error)
             return []
         chosen = [d for d in self.digests if name is None or d.name == name]
         outcomes = self.runner.run_due(chosen)
@@ -97,8 +97,8 @@ class DigestService:
     def install(self, scheduler: Any, now: datetime) -> None:
         """Add the sweep (first run at ``now``: catch up at once after a restart) and one
         cron job per digest to an APScheduler 3 scheduler."""
-        self._scheduler = scheduler
         self.refresh()
+        self._scheduler = scheduler  # after the first load, which installs nothing yet
         scheduler.add_job(self.sweep, "interval", seconds=SWEEP_EVERY_SECONDS, id="digests",
                           next_run_time=now)
         self._install_cron_jobs()
