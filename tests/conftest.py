@@ -49,6 +49,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The test PostgreSQL, reset: for what only PostgreSQL can do (replicas)."""
+    if not POSTGRES_URL:
+        if REQUIRE_POSTGRES:
+            pytest.fail("POLICYBOT_TEST_POSTGRES_URL is not set but PostgreSQL tests are required")
+        pytest.skip("POLICYBOT_TEST_POSTGRES_URL not set")
+    _reset_postgres(POSTGRES_URL)
+    yield POSTGRES_URL
+
+
+@pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     engine = make_engine(db_url)
     upgrade(engine)

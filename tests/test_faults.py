@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-from conftest import POSTGRES_URL, REQUIRE_POSTGRES, ROOT, FakeClock, _reset_postgres
+from conftest import ROOT, FakeClock
 from fakeslack import FakeSlack
 from feedserver import FeedServer, Item, rss
 from sqlalchemy import func, select, text, update
@@ -29,16 +27,6 @@ from bot.store.tables import entries, feeds
 
 CYCLES = 20
 FEEDS = 4
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if not POSTGRES_URL:
-        if REQUIRE_POSTGRES:
-            pytest.fail("POLICYBOT_TEST_POSTGRES_URL is not set but PostgreSQL tests are required")
-        pytest.skip("POLICYBOT_TEST_POSTGRES_URL not set")
-    _reset_postgres(POSTGRES_URL)
-    yield POSTGRES_URL
 
 
 class ChangingFeeds:

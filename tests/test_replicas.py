@@ -14,27 +14,15 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-from conftest import POSTGRES_URL, REQUIRE_POSTGRES, ROOT, _reset_postgres
+from conftest import ROOT
 from fakeslack import FakeSlack
 from feedserver import FeedServer, Gate, Item, rss
 from test_cli import read_until
 
 FEEDS = 12
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    if not POSTGRES_URL:
-        if REQUIRE_POSTGRES:
-            pytest.fail("POLICYBOT_TEST_POSTGRES_URL is not set but PostgreSQL tests are required")
-        pytest.skip("POLICYBOT_TEST_POSTGRES_URL not set")
-    _reset_postgres(POSTGRES_URL)
-    yield POSTGRES_URL
 
 
 def replica(env: dict[str, str]) -> subprocess.Popen[str]:
