@@ -87,7 +87,7 @@ class FetchLimits:
     read_timeout: float = 20.0  # longest wait for any one read
     deadline: float = 60.0  # the whole fetch, redirects and body included
     max_body_bytes: int = 10 * 1024 * 1024  # after decompression, and raw for every hop
-    max_connections: int = 16  # fetch_many's workers, and the connection pool
+    max_connections: int = 16  # fetch_many's workers; the connection pool keeps twice that
     max_per_host: int = 2  # concurrent fetches to one host:port in fetch_many
     max_redirects: int = 5
 
@@ -567,14 +567,35 @@ class _GuardedBackend(httpcore.SyncBackend):
         raise error
 
 
+class _ConnectionPool(httpcore.ConnectionPool):
+    """httpcore's pool, minus a race (encode/httpcore#1110, in 1.0.9): a pass that closes
+    idle connections (over the keep-alive limit, or to make room at the connection limit)
+    can close one it has just assigned to another thread's request, which is still idle
+    until that thread starts it; the request then fails with "Bad file descriptor" or waits
+    for its whole read timeout. Connections assigned to pending requests are kept out of
+    the pass, so that it neither closes them nor hands them to a second request."""
+
+    def _assign_requests_to_connections(self) -> list[httpcore.ConnectionInterface]:
+        assigned = {id(r.connection) for r in self._requests if r.connection is not None}
+        held = [c for c in self._connections if id(c) in assigned and c.is_idle()]
+        for connection in held:
+            self._connections.remove(connection)
+        try:
+            return super()._assign_requests_to_connections()
+        finally:
+            self._connections.extend(held)
+
+
 def _guarded_http_transport(limits: FetchLimits, backend: _GuardedBackend) -> httpx.HTTPTransport:
     transport = httpx.HTTPTransport(trust_env=False)
     # httpx.HTTPTransport takes no network backend, so its pool is replaced by one built the
     # same way with ours (test_fetch's resolver tests fail loudly if httpx changes this).
-    transport._pool = httpcore.ConnectionPool(
+    transport._pool = _ConnectionPool(
         ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_connections,
+        # Room for the fetches running plus as many idle connections, so that a cycle over
+        # many hosts reuses connections instead of closing one for every new host.
+        max_connections=2 * limits.max_connections,
+        max_keepalive_connections=2 * limits.max_connections,
         # Longer than `policybot run`'s poll tick, so that a connection outlives the gap
         # between cycles; one the server has closed meanwhile is noticed and replaced.
         keepalive_expiry=60.0,

@@ -89,16 +89,19 @@ class ParsePool:
         self, body: bytes, *, url: str, headers: Mapping[str, str], language: str | None,
         now: datetime,
     ) -> Future[ParsedFeed | ParseFailure]:
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with, initargs=(os.getpid(),))
-        try:
-            return self._executor.submit(parse_job, body, url, dict(headers), language, now,
-                                         self.parser)
-        except BrokenProcessPool:
-            self._restart()
-            return self.submit(body, url=url, headers=headers, language=language, now=now)
+        for attempt in (1, 2):
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with, initargs=(os.getpid(),))
+            try:
+                return self._executor.submit(parse_job, body, url, dict(headers), language,
+                                             now, self.parser)
+            except BrokenProcessPool:
+                if attempt == 2:
+                    raise  # a new pool that breaks at once: not a document's fault
+                self._restart()  # a worker died since the last document: start afresh
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def result(url: str, future: Future[ParsedFeed | ParseFailure]) -> ParsedFeed:

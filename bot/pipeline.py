@@ -289,7 +289,12 @@ class Poller:
     def _story_index(self, channels: set[str], now: datetime) -> StoryIndex:
         """The channels' recent stories: read in full at a cycle's first alert, then only the
         rows written since (by this cycle's earlier polls, or by a replica). Comparing every
-        entry with the whole window per feed made a cold cycle quadratic (issue 7)."""
+        entry with the whole window per feed made a cold cycle quadratic (issue 7).
+
+        Rows are read by id. On PostgreSQL a replica's row can commit after a higher id was
+        read; it is then seen from the next cycle on: at worst a story that two replicas
+        poll at the same moment is two alerts instead of an alert and a thread reply, as
+        when both read before either commits."""
         since = now - DUPLICATE_WINDOW
         cached = self._stories
         if cached is None or cached.channels != channels:

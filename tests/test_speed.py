@@ -3,7 +3,8 @@
 - Parsing in worker processes (POLICYBOT_PARSE_WORKERS) stores what parsing in the poller's
   process stores, and a document that is not a feed still fails only its feed.
 - Both parser backends store the same entries.
-- HTTP connections are kept alive from one cycle to the next.
+- HTTP connections are kept alive from one cycle to the next (304s included), and the pool
+  never closes a connection it has handed to a request (encode/httpcore#1110).
 - A warm cycle's 304s are saved (next poll, validators kept) even though they are written
   together.
 """
@@ -16,12 +17,15 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import httpcore
 import pytest
 from conftest import ROOT, FakeClock
 from feedserver import FeedServer, Item, atom, rss
+from httpcore._sync.connection_pool import PoolRequest
 
 from bot.app import App, open_app
 from bot.config import Settings
+from bot.fetch import _ConnectionPool
 from bot.parse import fast_parser_available
 from bot.store.tables import entries
 
@@ -135,3 +139,46 @@ def test_a_warm_cycles_304s_are_saved(
             assert states[name].next_poll_at > clock()
             assert states[name].etag is not None
         assert bot.poller.cycle() == []
+
+
+class _IdleConnection(httpcore.ConnectionInterface):
+    """A kept-alive connection to ``origin``, idle, as httpcore's pool sees one."""
+
+    def __init__(self, origin: httpcore.URL) -> None:
+        self.origin = origin.origin
+        self.closed = False
+
+    def can_handle_request(self, origin: httpcore.Origin) -> bool:
+        return origin == self.origin
+
+    def is_available(self) -> bool:
+        return not self.closed
+
+    def is_idle(self) -> bool:
+        return not self.closed
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def has_expired(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_pool_never_closes_a_connection_it_has_assigned_to_a_request() -> None:
+    """encode/httpcore#1110: a connection handed to one thread's request stays idle until
+    that thread starts the request; another thread's pass must not close it to make room
+    (the request would then fail with "Bad file descriptor" or wait out its read timeout)."""
+    pool = _ConnectionPool(max_connections=1, max_keepalive_connections=1)
+    kept = _IdleConnection(httpcore.URL("http://a.example/"))
+    waiting = PoolRequest(httpcore.Request("GET", "http://a.example/feed.xml"))
+    waiting.assign_to_connection(kept)  # its thread has not started the request yet
+    other = PoolRequest(httpcore.Request("GET", "http://b.example/feed.xml"))
+    pool._connections = [kept]
+    pool._requests = [waiting, other]
+    closing = pool._assign_requests_to_connections()
+    assert kept not in closing and not kept.closed
+    assert other.connection is not None and other.connection is not kept
+    assert kept in pool._connections
