@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     parser: Literal["feedparser", "fast"] = "feedparser"
     parse_workers: int | None = Field(default=None, ge=0, le=32)
 
+    # The analysts' web console (`policybot web`, issue 8). Users: whitespace-separated
+    # NAME:ROLE:ARGON2-HASH (ROLE reader or editor; `policybot web hash-password` makes a
+    # hash), or a header set by an authenticating proxy, with the editors named.
+    web_users: SecretStr | None = None
+    web_user_header: str | None = None
+    web_editors: str = ""  # with web_user_header: comma-separated names, or * for everyone
+    web_secret: SecretStr | None = None  # signs session cookies; random per start if unset
+    web_secure_cookies: bool | None = None  # unset: secure unless bound to loopback
+
     @field_validator("slack_api_url")
     @classmethod
     def _api_url_ends_with_slash(cls, value: str | None) -> str | None:

@@ -7,6 +7,7 @@ reason on bad input; ``policybot COMMAND --help`` documents each.
     bot/cli/rules.py     rules check, test, explain, backtest
     bot/cli/alerts.py    alerts retry
     bot/cli/digest.py    digest list, digest preview, digest send
+    bot/cli/web.py       web (the console), web hash-password
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bot.cli.common import out
 from bot.cli.digest import digest_app
 from bot.cli.feeds import feeds_app
 from bot.cli.rules import rules_app
+from bot.cli.web import web_app
 
 app = typer.Typer(
     help="policybot: watch policy feeds, match them against YAML rules, alert Slack.",
@@ -38,6 +40,7 @@ app.add_typer(feeds_app, name="feeds")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(digest_app, name="digest")
+app.add_typer(web_app, name="web")
 
 
 @app.callback(invoke_without_command=True)

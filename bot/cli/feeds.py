@@ -81,7 +81,7 @@ def feeds_list(
             feeds = bot.store.list_feeds()
             if failing:
                 feeds = [f for f in feeds if feed_health(f, now, stale_after) in FAILING]
-            rows = [_row(f, now, settings, stale_after) for f in feeds]
+            rows = [feed_row(f, now, settings, stale_after) for f in feeds]
             if fmt is OutputFormat.json:
                 out.print_json(json.dumps(rows, ensure_ascii=False))
                 return
@@ -109,7 +109,8 @@ def feeds_list(
     guarded(body)
 
 
-def _row(f: Any, now: datetime, settings: Settings, stale_after: timedelta) -> dict[str, Any]:
+def feed_row(f: Any, now: datetime, settings: Settings,
+             stale_after: timedelta) -> dict[str, Any]:
     health = health_of(f, now, stale_after)
     interval = effective_interval(f.interval, f.rhythm, adaptive=settings.adaptive_interval)
     return {
@@ -165,15 +166,11 @@ def feeds_check(
 
     def body() -> None:
         now = utc_now()
-        with Fetcher(fetch_limits(settings),
-                     allow_private=settings.allow_private_addresses) as fetcher:
-            fetched = fetcher.fetch(url)
-        parsed = parse_feed(fetched.body or b"", url=fetched.url, headers=fetched.headers,
-                            now=now, parser=settings.parser)
-        name, tags, interval = _declared(settings, url)
-        matches, rules_error = _matches(settings, parsed, name, tags)
+        fetched, parsed = fetch_and_parse(settings, url, now)
+        name, tags, interval = declared_feed(settings, url)
+        matches, rules_error = entry_matches(settings, parsed, name, tags)
         if fmt is OutputFormat.json:
-            out.print_json(json.dumps(_check_json(url, fetched, parsed, matches, rules_error,
+            out.print_json(json.dumps(check_report(url, fetched, parsed, matches, rules_error,
                                                   interval, now), ensure_ascii=False))
             return
         _print_check(url, fetched, parsed, matches, rules_error, interval, now)
@@ -181,7 +178,19 @@ def feeds_check(
     guarded(body)
 
 
-def _declared(settings: Settings, url: str) -> tuple[str, tuple[str, ...], timedelta]:
+def fetch_and_parse(settings: Settings, url: str,
+                    now: datetime) -> tuple[FetchResult, ParsedFeed]:
+    """One feed fetched (with the bot's limits and address guard) and parsed, not stored.
+    Raises FetchError or ParseError with the reason."""
+    with Fetcher(fetch_limits(settings),
+                 allow_private=settings.allow_private_addresses) as fetcher:
+        fetched = fetcher.fetch(url)
+    parsed = parse_feed(fetched.body or b"", url=fetched.url, headers=fetched.headers,
+                        now=now, parser=settings.parser)
+    return fetched, parsed
+
+
+def declared_feed(settings: Settings, url: str) -> tuple[str, tuple[str, ...], timedelta]:
     """The feed's name, tags and interval if feeds.yaml declares this URL (rules can be
     scoped to them), else a placeholder name and the default interval."""
     from bot.sources import load_feeds
@@ -196,7 +205,7 @@ def _declared(settings: Settings, url: str) -> tuple[str, tuple[str, ...], timed
     return "(not in feeds.yaml)", (), timedelta(minutes=30)
 
 
-def _matches(settings: Settings, parsed: ParsedFeed, name: str,
+def entry_matches(settings: Settings, parsed: ParsedFeed, name: str,
              tags: tuple[str, ...]) -> tuple[list[list[str]], str | None]:
     from bot.rules import load_rules
 
@@ -208,7 +217,7 @@ def _matches(settings: Settings, parsed: ParsedFeed, name: str,
             for e in parsed.entries], None
 
 
-def _check_json(url: str, fetched: FetchResult, parsed: ParsedFeed, matches: list[list[str]],
+def check_report(url: str, fetched: FetchResult, parsed: ParsedFeed, matches: list[list[str]],
                 rules_error: str | None, interval: timedelta, now: datetime) -> dict[str, Any]:
     return {
         "url": url, "final_url": fetched.url, "permanent_redirect": fetched.permanent_url,

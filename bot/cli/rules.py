@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -52,26 +49,14 @@ def rules_check(
 
     Exits 1 on any error (warnings, such as an acronym without case:, do not fail).
     """
-    from bot.rules import RuleLoadError, load_rule_file, load_rules
+    from bot.ruletools import check_paths
 
     settings = settings_or_exit(default_level="WARNING")
-    errors: list[RuleError] = []
-    warnings: list[RuleError] = []
-    count = 0
-    for path in paths or [settings.rules_dir]:
-        try:
-            if path.is_file():
-                lists_dir = path.parent if (path.parent / "lists").is_dir() else settings.rules_dir
-                load_rule_file(path, lists_dir)
-                count += 1
-            else:
-                loaded = load_rules(path)
-                count += len(loaded.rules)
-                warnings.extend(loaded.warnings)
-        except RuleLoadError as exc:
-            errors.extend(exc.errors)
-        except ConfigError as exc:
-            fail(str(exc), 1)
+    try:
+        report = check_paths(paths or [settings.rules_dir], settings.rules_dir)
+    except ConfigError as exc:
+        fail(str(exc), 1)
+    errors, warnings, count = report.errors, report.warnings, report.rules
     if format is OutputFormat.json:
         out.print_json(json.dumps({
             "ok": not errors, "rules": count,
@@ -103,6 +88,7 @@ def rules_test(
     todo_match / todo_no_match examples are reported, never failing. Exit 1 on any failure.
     """
     from bot.rules import load_rules, run_examples
+    from bot.ruletools import COUNT_COLUMNS, tally
 
     settings = settings_or_exit(default_level="WARNING")
 
@@ -114,20 +100,11 @@ def rules_test(
                 fail(f"no such rule: {', '.join(unknown)}")
         results = [r for r in run_examples(rules) if not rule or r.rule_id in rule]
         table = Table(title="Rule examples", title_justify="left")
-        for column in ("rule", "TP", "TN", "FP", "FN", "todo", "todo fixed"):
+        for column in ("rule", *COUNT_COLUMNS):
             table.add_column(column, justify="left" if column == "rule" else "right")
-        by_rule: dict[str, Counter[str]] = {}
-        for r in results:
-            counts = by_rule.setdefault(r.rule_id, Counter())
-            if r.kind == "match":
-                counts["TP" if r.passed else "FN"] += 1
-            elif r.kind == "no_match":
-                counts["TN" if r.passed else "FP"] += 1
-            else:
-                counts["todo fixed" if r.passed else "todo"] += 1
+        by_rule = tally(results)
         for rule_id, counts in sorted(by_rule.items()):
-            table.add_row(rule_id, *(str(counts[c]) for c in
-                                     ("TP", "TN", "FP", "FN", "todo", "todo fixed")))
+            table.add_row(rule_id, *(str(counts[c]) for c in COUNT_COLUMNS))
         out.print(table)
         failures = [r for r in results if r.failed]
         for r in results:
@@ -269,53 +246,13 @@ def rules_explain(
 
 # --- backtest ----------------------------------------------------------------------------
 
-_SINCE = re.compile(r"(\d+)([hdw])")
-
-
 def parse_since(value: str, now: datetime) -> datetime:
-    """``30d``, ``12h``, ``2w`` before ``now``, or an ISO date/time (UTC if no zone)."""
-    m = _SINCE.fullmatch(value.strip())
-    if m:
-        unit = {"h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-        return now - timedelta(**{unit: int(m.group(1))})
+    from bot.ruletools import parse_since as parse
+
     try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter("use e.g. 30d, 12h, 2w or 2026-11-01") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestRow:
-    entry_id: int
-    feed: str
-    title: str
-    link: str | None
-    first_seen_at: datetime
-    hits: tuple[Hit, ...]
-    change: str  # "" (both match), "gained" (new rule only), "lost" (current rule only)
-
-
-def backtest(
-    candidate: Rule, current: Rule | None, items: Iterator[StoredItem]
-) -> tuple[int, list[BacktestRow]]:
-    """(entries read, rows): every entry either rule matches, marked gained/lost."""
-    read = 0
-    rows: list[BacktestRow] = []
-    for item in items:
-        read += 1
-        new = candidate.match(item.entry, feed_name=item.feed_name, feed_tags=item.feed_tags)
-        old = None if current is None else current.match(
-            item.entry, feed_name=item.feed_name, feed_tags=item.feed_tags)
-        if new is None and old is None:
-            continue
-        change = "" if current is None or (new is not None and old is not None) else (
-            "gained" if new is not None else "lost")
-        shown = new if new is not None else old
-        hits = shown.hits if shown is not None else ()
-        rows.append(BacktestRow(item.id, item.feed_name, item.entry.title, item.entry.link,
-                                item.first_seen_at, hits, change))
-    return read, rows
+        return parse(value, now)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @rules_app.command("backtest")
@@ -333,6 +270,7 @@ def rules_backtest(
     from sqlalchemy.exc import SQLAlchemyError
 
     from bot.rules import RuleLoadError, load_rule_file
+    from bot.ruletools import backtest
     from bot.store.history import count_entries_since, entries_since
 
     settings, rules = _load_ruleset()
@@ -361,19 +299,18 @@ def rules_backtest(
                     progress.advance(task)
                     yield item
 
-            read, rows = backtest(candidate, current, items())
+            result = backtest(candidate, current, items())
     except SQLAlchemyError as exc:
         fail(f"database: {getattr(exc, 'orig', exc)} (run `policybot db upgrade` first?)")
     finally:
         store.engine.dispose()
-    matched = [r for r in rows if r.change != "lost"]
-    gained = [r for r in rows if r.change == "gained"]
-    lost = [r for r in rows if r.change == "lost"]
-    per_feed = Counter(r.feed for r in matched)
+    read, rows = result.entries, result.rows
+    matched, gained, lost = result.matched, result.gained, result.lost
+    per_feed = result.per_feed()
     if format is OutputFormat.json:
         out.print_json(json.dumps({
             "rule": candidate.id, "since": start.isoformat(), "entries": read,
-            "matched": len(matched), "per_feed": dict(per_feed.most_common()),
+            "matched": len(matched), "per_feed": dict(per_feed),
             "compared_with_rule_in_force": current is not None,
             "gained": len(gained), "lost": len(lost),
             "rows": [{"entry": r.entry_id, "feed": r.feed, "title": r.title, "link": r.link,
@@ -389,15 +326,14 @@ def rules_backtest(
         feeds = Table(title="Per feed", title_justify="left")
         feeds.add_column("feed")
         feeds.add_column("matches", justify="right")
-        for name, n in per_feed.most_common():
+        for name, n in per_feed:
             feeds.add_row(escape_markup(name), str(n))
         out.print(feeds)
     if rows:
         table = Table(title="Entries", title_justify="left")
         for column in ("id", "seen", "feed", "change", "title"):
             table.add_column(column)
-        ordered = sorted(rows, key=lambda r: (r.change == "", -r.first_seen_at.timestamp()))
-        for r in ordered[:limit]:
+        for r in result.ordered()[:limit]:
             change = {"gained": "[green]+ gained[/]", "lost": "[red]- lost[/]"}.get(r.change, "")
             table.add_row(str(r.entry_id), f"{r.first_seen_at:%Y-%m-%d}", escape_markup(r.feed),
                           change, highlighted(r.title, r.hits, "title"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -25,6 +26,10 @@ def run(
     http: Annotated[str | None, typer.Option(
         "--http", metavar="HOST:PORT",
         help="Serve /healthz and /metrics here, e.g. 127.0.0.1:9108 (off by default).")] = None,
+    web: Annotated[str | None, typer.Option(
+        "--web", metavar="HOST:PORT",
+        help="Also serve the analysts' web console here, e.g. 127.0.0.1:8080 (off by "
+             "default; see `policybot web --help`).")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Run the service: poll feeds on their intervals, deliver alerts, reload changed rules.
@@ -45,8 +50,15 @@ def run(
     signal.signal(signal.SIGINT, handle)
 
     def body() -> None:
-        with single_runner(settings.database_url), open_app(settings, console=out) as bot:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(single_runner(settings.database_url))
+            bot = stack.enter_context(open_app(settings, console=out))
             _print_startup(bot.settings, len(bot.rules().rules))
+            if web is not None:
+                from bot.web.server import serving_in_thread
+
+                console = stack.enter_context(serving_in_thread(settings, web))
+                err.print(f"web console on {console.url}", highlight=False)
             run_service(bot, stop, http=http)
 
     guarded(body)

@@ -787,11 +787,14 @@ def load_rules(directory: Path) -> RuleSet:
     return RuleSet(tuple(rules), loaded, tuple(sorted(warnings, key=_error_order)))
 
 
-def load_rule_file(path: Path, rules_dir: Path) -> Rule:
+def load_rule_file(
+    path: Path, rules_dir: Path, *, warnings: list[RuleError] | None = None
+) -> Rule:
     """One rule file, wherever it is (an edit not yet in ``rules_dir``), with the shared
-    lists of ``rules_dir``. Raises :class:`RuleLoadError` with every problem in it."""
+    lists of ``rules_dir``. Raises :class:`RuleLoadError` with every problem in it; the
+    warnings go to ``warnings`` when given."""
     errors: list[RuleError] = []
-    warnings: list[RuleError] = []
+    warnings = [] if warnings is None else warnings
     lists = _load_lists(rules_dir / LISTS_DIR, errors, warnings)
     rule = _load_rule(path, lists, errors, warnings)
     if errors or rule is None:

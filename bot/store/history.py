@@ -32,14 +32,18 @@ def _columns() -> list[Any]:
     return [entries, feeds.c.name.label("feed_name"), feeds.c.tags.label("feed_tags")]
 
 
-def _item(row: Any) -> StoredItem:
-    entry = Entry(
+def entry_from_row(row: Any) -> Entry:
+    """An :class:`Entry` from a row of ``entries``."""
+    return Entry(
         key=row.key, title=row.title, link=row.link, author=row.author,
         categories=tuple(row.categories or ()), summary=row.summary, content=row.content,
         published=row.published, updated=row.updated, language=row.language,
         content_hash=row.content_hash,
     )
-    return StoredItem(row.id, entry, row.feed_name, tuple(row.feed_tags or ()),
+
+
+def _item(row: Any) -> StoredItem:
+    return StoredItem(row.id, entry_from_row(row), row.feed_name, tuple(row.feed_tags or ()),
                       row.first_seen_at)
 
 

@@ -205,3 +205,20 @@ digest_sends = Table(
     UniqueConstraint("digest", "period_end"),
 )
 Index("ix_digest_sends_status", digest_sends.c.status)
+
+# Every change made in the web console (issue 8): who, when, which rule or feed, the diff.
+# action: create | save | save-experimental | enable | disable | delete | add-feed
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("user", String(200), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("subject", String(200), nullable=False),  # the rule id, or the feed's name
+    Column("path", Text, nullable=False),  # the file written, relative to the rules directory
+    Column("message", Text, nullable=False),
+    Column("diff", Text, nullable=False),  # unified diff of the file, before → after
+    Column("commit", String(64)),  # the git commit made in rules/, if it is a repository
+)
+Index("ix_audit_log_subject", audit_log.c.subject)
