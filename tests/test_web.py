@@ -523,3 +523,47 @@ def test_digests_preview_the_mail_in_a_sandboxed_frame(polled: Path) -> None:
     assert "GCAP treaty milestone" in mail.text and "<script>" not in mail.text
     assert c.get("/digests/nope").status_code == 404
     assert c.get("/digests/weekly?period=last-tuesday").status_code == 400
+
+
+# --- inside `policybot run` ---------------------------------------------------------------
+
+
+def test_run_serves_the_console_and_reloads_what_it_saves(
+        rules: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from test_cli import read_until
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("POLICYBOT_", "SLACK_"))}
+    env.update(POLICYBOT_RULES_DIR=str(rules), POLICYBOT_DATABASE_URL=f"sqlite:///{tmp_path}/b.db",
+               POLICYBOT_ALLOW_PRIVATE_ADDRESSES="true", POLICYBOT_PARSE_WORKERS="0",
+               POLICYBOT_POLL_TICK_SECONDS="1", POLICYBOT_LOG_LEVEL="INFO")
+    with subprocess.Popen([sys.executable, "-m", "bot", "run", "--web", "127.0.0.1:0"],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            started = read_until(process.stderr, lambda line: "web console on http" in line)
+            url = re.search(r"web console on (http://\S+)", started).group(1)  # type: ignore[union-attr]
+            with httpx.Client(base_url=url) as web:
+                editor = web.get("/rules/gcap")
+                assert editor.status_code == 200
+                text = html.unescape(re.search(r'<textarea name="yaml"[^>]*>(.*?)</textarea>',
+                                               editor.text, re.S).group(1))  # type: ignore[union-attr]
+                saved = web.post("/rules/gcap/save", data={
+                    "csrf_token": csrf(editor.text), "version": form_value(editor.text, "version"),
+                    "yaml": text.replace("  tempest: [Tempest,", "  tempest: [Tempest, Tempesta,"),
+                    "message": "Italian spelling"})
+                assert saved.status_code == 303, saved.text
+            # The bot's own reload (each poll tick) takes the saved file.
+            read_until(process.stderr, lambda line: "rules loaded" in line)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert "Tempesta" in (rules / "gcap.yaml").read_text("utf-8")
