@@ -567,3 +567,21 @@ def test_run_serves_the_console_and_reloads_what_it_saves(
             if process.poll() is None:
                 process.kill()
     assert "Tempesta" in (rules / "gcap.yaml").read_text("utf-8")
+
+
+def test_nothing_but_the_cli_imports_the_cli() -> None:
+    """DESIGN.md: the console shares the CLI's functions by calling the modules they live
+    in (bot.ruletools, bot.feedinfo, bot.digest.context), never by importing bot.cli."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "bot"
+    offenders = []
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package.parent).as_posix()
+        if relative.startswith("bot/cli/") or relative == "bot/__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{relative}: {n}" for n in names if n.split(".")[:2] == ["bot", "cli"]]
+    assert offenders == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, NoReturn, TypeVar
 
@@ -13,11 +12,13 @@ from rich.markup import escape
 
 from bot.config import Settings, load_settings
 from bot.errors import BotError, ConfigError
+from bot.humanize import ago, iso
 from bot.logs import setup_logging
 
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
+__all__ = ["ago", "iso"]  # re-exported for the commands
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")]
 
@@ -39,7 +40,8 @@ def settings_or_exit(verbose: bool = False, default_level: str | None = None) ->
         fail(str(exc), 2)
     level = "DEBUG" if verbose else default_level or settings.log_level
     secrets = [s.get_secret_value() for s in (settings.slack_bot_token,
-               settings.slack_webhook_url, settings.smtp_password) if s is not None]
+               settings.slack_webhook_url, settings.smtp_password, settings.web_secret)
+               if s is not None]
     setup_logging(level, settings.log_format, secrets)
     return settings
 
@@ -52,25 +54,6 @@ def guarded(func: Callable[[], T]) -> T:
         fail(str(exc), 2)
     except BotError as exc:
         fail(str(exc))
-
-
-def ago(when: datetime | None, now: datetime) -> str:
-    if when is None:
-        return "never"
-    seconds = int((now - when).total_seconds())
-    future = seconds < 0
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            text = f"{seconds // size}{unit}"
-            break
-    else:
-        text = f"{seconds}s"
-    return f"in {text}" if future else f"{text} ago"
-
-
-def iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when else None
 
 
 def escape_markup(text: str) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -17,15 +14,15 @@ from sqlalchemy import Engine
 from bot.app import utc_now
 from bot.cli.common import Verbose, escape_markup, fail, guarded, out, settings_or_exit
 from bot.config import Settings
-from bot.digest.config import DigestConfig, find_digest, load_digests, validate_address
+from bot.digest.config import DigestConfig, load_digests, validate_address
+from bot.digest.context import digest_context
 from bot.digest.job import DigestRunner, SendOutcome
 from bot.digest.mail import SmtpSettings
 from bot.digest.render import render_html, render_text
-from bot.digest.schedule import Period, last_period, next_send, parse_period
+from bot.digest.schedule import next_send
 from bot.digest.service import make_runner
 from bot.errors import ConfigError
-from bot.rules import RuleSet, load_rules
-from bot.store import make_engine, upgrade
+from bot.rules import RuleSet
 from bot.store.digests import FAILED, RETRY, SENT, SKIPPED, DigestStore, SendRecord
 
 digest_app = typer.Typer(
@@ -36,39 +33,6 @@ digest_app = typer.Typer(
 PeriodOption = Annotated[str | None, typer.Option(
     "--period", help="Which period: an ISO week (2026-W48, the period starting in it) or the "
                      "send date (2026-11-30). Default: the last complete period.")]
-
-
-@dataclass
-class DigestContext:
-    settings: Settings
-    store: DigestStore
-    rules: RuleSet
-    digests: tuple[DigestConfig, ...]
-
-    @property
-    def path(self) -> Path:
-        return self.settings.rules_dir / "digests.yaml"
-
-    def digest(self, name: str) -> DigestConfig:
-        return find_digest(self.digests, name, self.path)
-
-    def period(self, digest: DigestConfig, text: str | None, now: datetime) -> Period:
-        try:
-            return parse_period(digest, text) if text else last_period(digest, now)
-        except ValueError as exc:
-            raise ConfigError(f"--period: {exc}") from None
-
-
-@contextlib.contextmanager
-def digest_context(settings: Settings) -> Iterator[DigestContext]:
-    engine = make_engine(settings.database_url)
-    try:
-        upgrade(engine)
-        rules = load_rules(settings.rules_dir)
-        digests = load_digests(settings.rules_dir / "digests.yaml", [r.id for r in rules.rules])
-        yield DigestContext(settings, DigestStore(engine), rules, digests)
-    finally:
-        engine.dispose()
 
 
 def _when(at: datetime | None, digest: DigestConfig) -> str:

@@ -14,9 +14,9 @@ import typer
 from bot import __version__
 from bot.app import open_app, utc_now
 from bot.cli.common import Verbose, err, escape_markup, fail, guarded, out, settings_or_exit
-from bot.cli.feeds import health_of
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.feedinfo import health_of
 from bot.summary import print_cycle
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)

@@ -88,7 +88,9 @@ class Mailer(Protocol):
     def send(self, message: EmailMessage, recipients: Sequence[str]) -> Delivered: ...
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): a host only this machine
+    reaches (plain SMTP to it is allowed; the web console may serve it without logins)."""
     if host == "localhost":
         return True
     try:
@@ -159,7 +161,7 @@ class SmtpMailer:
                 client.starttls(context=self.tls_context())
                 client.ehlo()
             if s.username:
-                if not (s.ssl or s.starttls) and not _is_loopback(s.host):
+                if not (s.ssl or s.starttls) and not is_loopback(s.host):
                     raise MailError(f"{s.where}: refusing to send the SMTP password without "
                                     "TLS; enable POLICYBOT_SMTP_STARTTLS or _SSL",
                                     permanent=True)

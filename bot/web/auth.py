@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import getpass
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +28,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from starlette.requests import Request
 
 from bot.config import Settings
+from bot.digest.mail import is_loopback
 from bot.errors import ConfigError
 
 Role = Literal["reader", "editor"]
@@ -138,15 +138,6 @@ def parse_users(value: str) -> dict[str, tuple[Role, str]]:
             raise ConfigError(f"{where}: user {name!r} is listed twice")
         users[name] = ("editor" if role == "editor" else "reader", hashed)
     return users
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, auth: Auth) -> None:

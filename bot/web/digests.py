@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from bot.cli.digest import digest_context
 from bot.digest.config import DigestConfig
+from bot.digest.context import digest_context
 from bot.digest.job import DigestRunner
 from bot.digest.render import render_html
 from bot.digest.schedule import Period, last_send, next_send, parse_period, period_ending

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bot.cli.feeds import (
+from bot.errors import ConfigError, FeedError
+from bot.feedinfo import (
     FAILING,
     check_report,
     declared_feed,
@@ -22,7 +23,6 @@ from bot.cli.feeds import (
     feed_row,
     fetch_and_parse,
 )
-from bot.errors import ConfigError, FeedError
 from bot.sources import load_feeds, parse_duration
 from bot.web.app import console, field, flash, page, posted, redirect, require_editor
 from bot.web.rulefiles import Conflict, read_text, version_of

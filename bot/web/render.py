@@ -8,6 +8,7 @@ from datetime import datetime
 
 from markupsafe import Markup, escape
 
+from bot import humanize
 from bot.digest.build import safe_link as _safe_link
 from bot.model import Entry, Hit
 from bot.notify.snippet import field_text, make_snippet
@@ -57,6 +58,4 @@ def when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 
 def ago(value: datetime | None, now: datetime) -> str:
-    from bot.cli.common import ago as _ago
-
-    return _ago(value, now)
+    return humanize.ago(value, now)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import uvicorn
 
 from bot.config import Settings
+from bot.digest.mail import is_loopback
 from bot.errors import ConfigError
 from bot.httpd import parse_bind
 from bot.web.app import create_app
-from bot.web.auth import Auth, check_bind, is_loopback
+from bot.web.auth import Auth, check_bind
 
 log = logging.getLogger(__name__)
 
