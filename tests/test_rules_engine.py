@@ -166,3 +166,47 @@ def test_track_pairs_each_matched_rule_with_its_list_members(tmp_path: Path) -> 
     rules = _rule(tmp_path, "query: radar* AND @places\ntrack: places\n")
     found = rules.match(Entry("k", "Radars for ジブチ and Fiji"), feed_name="f")
     assert rules.tracked(found) == (("r", "Djibouti"), ("r", "Fiji"))
+
+
+# --- the engine's constructors ---------------------------------------------------------
+
+def test_the_engine_makes_hits_and_matches_equal_to_the_model_s_own() -> None:
+    import pickle
+
+    from bot.model import Hit, Match
+    from bot.rules.engine import _new_hit, _new_match
+
+    assert _new_hit is not Hit and _new_match is not Match  # the fast path is in use
+    hit = _new_hit("title", 4, 10, "budget")
+    assert hit == Hit("title", 4, 10, "budget")
+    assert hash(hit) == hash(Hit("title", 4, 10, "budget"))
+    assert pickle.loads(pickle.dumps(hit)) == hit
+    match = _new_match("r", "v1", (hit,))
+    assert match == Match("r", "v1", (Hit("title", 4, 10, "budget"),))
+    with pytest.raises(AttributeError):
+        match.rule_id = "other"  # type: ignore[misc]
+
+
+def test_a_class_of_another_shape_keeps_its_own_constructor() -> None:
+    from dataclasses import dataclass
+
+    from bot.rules.engine import _fast_constructor
+
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+        b: int
+        c: int
+
+        def __post_init__(self) -> None:
+            if self.a < 0:
+                raise ValueError("a")
+
+    @dataclass(frozen=True)
+    class Unslotted:
+        a: int
+        b: int
+        c: int
+
+    assert _fast_constructor(Checked) is Checked
+    assert _fast_constructor(Unslotted) is Unslotted

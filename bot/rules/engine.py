@@ -37,11 +37,12 @@ generated queries and on bench/match.py's corpora.
 
 from __future__ import annotations
 
+import dataclasses
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, product
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import ahocorasick_rs
 
@@ -82,6 +83,49 @@ _FIELDS_IN = tuple(
 
 _ALL_FIELDS = (1 << len(TEXT_FIELDS)) - 1
 
+_T = TypeVar("_T")
+
+
+def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
+    """``cls(*values)`` for a frozen, slotted dataclass without ``__post_init__``, setting
+    its slots directly: the generated ``__init__`` calls ``object.__setattr__`` once per
+    field (frozen), which costs three times as much, and an entry makes a few dozen Hit and
+    Match values. The result is an ordinary instance (equal, hashable, picklable); a class
+    of another shape gets its own constructor back."""
+    attributes = vars(cls)
+    names = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
+    if (not attributes["__dataclass_params__"].frozen or "__post_init__" in attributes
+            or names != attributes.get("__slots__")):
+        return cls
+    setters = tuple(vars(cls)[name].__set__ for name in names)
+    new = object.__new__
+    if len(names) == 3:
+        set_a, set_b, set_c = setters
+
+        def make3(a: Any, b: Any, c: Any) -> _T:
+            obj = new(cls)
+            set_a(obj, a)
+            set_b(obj, b)
+            set_c(obj, c)
+            return obj
+        return make3
+    if len(names) == 4:
+        set_a, set_b, set_c, set_d = setters
+
+        def make4(a: Any, b: Any, c: Any, d: Any) -> _T:
+            obj = new(cls)
+            set_a(obj, a)
+            set_b(obj, b)
+            set_c(obj, c)
+            set_d(obj, d)
+            return obj
+        return make4
+    return cls
+
+
+_new_hit = _fast_constructor(Hit)  # Hit(field, start, end, term)
+_new_match = _fast_constructor(Match)  # Match(rule_id, rule_version, hits)
+
 MAX_CLAUSES = 6  # clauses kept per query; a query with more is decided by its test
 MAX_PRODUCT = 16  # an OR distributed over ANDs yields at most this many clauses
 
@@ -121,6 +165,7 @@ class _Near:
     # The text its words are counted in when every pattern is searched in it (folded or
     # exact) and none is a regular expression; else None (see Engine._near_text).
     casefold: bool | None
+    regex: bool  # a side has a regular expression
 
 
 # A NEAR side's occurrence: (start, end, original start, original end, label, sid).
@@ -225,8 +270,11 @@ class Scan:
         """The searches found in any field of ``mask``."""
         found = self._present.get(mask)
         if found is None:
-            found = self._present[mask] = {
-                sid for sid, fields in self.fields_of.items() if fields & mask}
+            if not self.engine.fields_used & ~mask:  # every field searched: every search found
+                found = self._present[mask] = set(self.fields_of)
+            else:
+                found = self._present[mask] = {
+                    sid for sid, fields in self.fields_of.items() if fields & mask}
         return found
 
     def pids(self) -> set[int]:
@@ -279,7 +327,7 @@ class Scan:
                     key = (fi, s, e, label)
                     hit = objects.get(key)
                     if hit is None:
-                        hit = objects[key] = Hit(name[fi], s, e, label)
+                        hit = objects[key] = _new_hit(name[fi], s, e, label)
                     keys.append(key)
                     hits.append(hit)
             clean = len(keys) == 1 or all(
@@ -312,11 +360,16 @@ class Scan:
     def finish(self, keys: list[HitKey], tracked: frozenset[str]) -> tuple[Hit, ...]:
         """The hits of a match: unique, in reading order, none inside a longer one."""
         objects = self._hit_objects
+        ordered = ordered_hit_keys(keys, tracked)
+        try:
+            return tuple(map(objects.__getitem__, ordered))
+        except KeyError:
+            pass
         out = []
-        for key in ordered_hit_keys(keys, tracked):
+        for key in ordered:
             hit = objects.get(key)
             if hit is None:  # a NEAR pair's occurrence (the others come from pid_hits)
-                hit = objects[key] = Hit(TEXT_FIELDS[key[0]], key[1], key[2], key[3])
+                hit = objects[key] = _new_hit(TEXT_FIELDS[key[0]], key[1], key[2], key[3])
             out.append(hit)
         return tuple(out)
 
@@ -543,7 +596,9 @@ class Engine:
                 continue
             if self._needs_cs:
                 exact = normalize(raw, casefold=False)
-                folded_text = exact.text.casefold()
+                # For ASCII, lower() is casefold() and much faster (English after NFKC).
+                folded_text = (exact.text.lower() if exact.text.isascii()
+                               else exact.text.casefold())
                 shared = len(folded_text) == len(exact.text)
                 if shared:  # one to one: the two texts share the offset map
                     folded = Normalized(raw, folded_text, exact.piece_starts,
@@ -689,11 +744,14 @@ class Engine:
         with the same patterns found share one tuple, and a rule with one pattern found
         shares that pattern's."""
         out: list[Match] = []
+        append = out.append
         present = scan.pids()
         cache = scan.hits
+        pid_cache = scan._pid_hits
         fields_of = scan.fields_of
         pid_sid = self.pid_sid
         pid_hits = scan.pid_hits
+        new_match = _new_match
         stride = self._stride
         programs = self.programs
         # Lowest bit (first rule) first: bin() and rfind walk the bits in C.
@@ -703,29 +761,33 @@ class Engine:
         while at > 1:
             program = programs[(top - at) // stride]
             at = bits.rfind("1", 2, at)
-            hits: tuple[Hit, ...] | None = None
             if program.simple:
                 got = program.pids & present
-                if len(got) == 1:
+                if len(got) == 1:  # the common case: one pattern's hits, if in scope
                     (pid,) = got
-                    if not fields_of[pid_sid[pid]] & ~program.mask:
-                        hits = pid_hits(pid)[1]
-                parts: tuple[tuple[int, frozenset[int]], ...] = ((program.mask, got),)
+                    hits = (pid_cache.get(pid) or pid_hits(pid))[1]
+                    if hits is not None and not fields_of[pid_sid[pid]] & ~program.mask:
+                        append(new_match(program.rule_id, program.version, hits))
+                        continue
+                key = (((program.mask, got),), program.tracked)
+                found_hits = cache.get(key)
+                if found_hits is None:
+                    found_hits = cache[key] = scan.finish(scan.keys(key[0]), program.tracked)
+                append(new_match(program.rule_id, program.version, found_hits))
+                continue
+            parts = tuple((mask, pids & present) for mask, pids in program.free)
+            for condition, groups in program.guarded:
+                if condition(scan):
+                    parts += tuple((mask, pids & present) for mask, pids in groups)
+            extra = program.extra
+            if extra is None:
+                found_hits = cache.get((parts, program.tracked))
+                if found_hits is None:
+                    found_hits = cache[(parts, program.tracked)] = scan.finish(
+                        scan.keys(parts), program.tracked)
             else:
-                parts = tuple((mask, pids & present) for mask, pids in program.free)
-                for condition, groups in program.guarded:
-                    if condition(scan):
-                        parts += tuple((mask, pids & present) for mask, pids in groups)
-            if hits is None:
-                extra = program.extra
-                if extra is None:
-                    key = (parts, program.tracked)
-                    hits = cache.get(key)
-                    if hits is None:
-                        hits = cache[key] = scan.finish(scan.keys(parts), program.tracked)
-                else:
-                    hits = scan.finish(extra(scan) + scan.keys(parts), program.tracked)
-            out.append(Match(program.rule_id, program.version, hits))
+                found_hits = scan.finish(extra(scan) + scan.keys(parts), program.tracked)
+            append(new_match(program.rule_id, program.version, found_hits))
         return out
 
     def near(self, spec: _Near, scan: Scan, into: list[HitKey] | None) -> bool:
@@ -752,16 +814,26 @@ class Engine:
         if not both:
             return False
         matched = False
+        norms = scan.norms
         for fi in _FIELDS_IN[both]:
-            if into is None and spec.casefold is not None:  # the common case, made short
-                spans = scan.spans
-                left_spans = [o for sid in lefts_found for o in spans.get(sid << _SHIFT | fi, ())]
-                right_spans = [o for sid in rights_found
-                               for o in spans.get(sid << _SHIFT | fi, ())]
-                if left_spans and right_spans and self._near_any(
-                        spec, scan.norms[(fi, spec.casefold)], left_spans, right_spans):
-                    return True
-                continue
+            if into is None and not spec.regex:  # the common case, made short
+                if spec.casefold is not None:
+                    text: Normalized | None = norms[(fi, spec.casefold)]
+                else:  # both kinds: as _near_text, the folded text if it lines up
+                    text = norms[(fi, True)]
+                    exact = norms.get((fi, False))
+                    if exact is not None and len(exact.text) != len(text.text):
+                        text = None
+                if text is not None:
+                    spans = scan.spans
+                    left_spans = [o for sid in lefts_found
+                                  for o in spans.get(sid << _SHIFT | fi, ())]
+                    right_spans = [o for sid in rights_found
+                                   for o in spans.get(sid << _SHIFT | fi, ())]
+                    if left_spans and right_spans and self._near_any(
+                            spec, text, left_spans, right_spans):
+                        return True
+                    continue
             lefts = self._near_side(spec.left, lefts_found, fi, scan)
             rights = self._near_side(spec.right, rights_found, fi, scan)
             text = self._near_text(lefts, rights, fi, scan)
@@ -996,7 +1068,8 @@ class _Codegen:
         casefold = kinds.pop() if len(kinds) == 1 and not any(
             s.pattern.regex for s in searches) else None
         return self.const(_Near(left, right, frozenset(left), frozenset(right), node.distance,
-                                node.ordered, mask, casefold))
+                                node.ordered, mask, casefold,
+                                any(s.pattern.regex for s in searches)))
 
     def hits(self, node: Compiled, mask: int, indent: str,
              free: dict[int, list[Pattern]] | None,
