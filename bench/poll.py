@@ -53,6 +53,15 @@ def peak_rss_mb() -> float:
     return (own + children) / 1024
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU time of this process (the poller, its fetch threads) and of its finished children
+    (the parse workers): where a cycle's work went, printed with ``--cpu``."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_self": own.ru_utime + own.ru_stime,
+            "cpu_children": children.ru_utime + children.ru_stime}
+
+
 # ---------------------------------------------------------------- children (one tool each)
 
 
@@ -78,7 +87,7 @@ def child_policybot(urls_file: Path, workdir: Path, parser: str = "feedparser"
             if failed:
                 raise SystemExit(f"policybot: {len(failed)} feeds failed: {failed[0].error}")
         entries = bot.store.entry_count()
-    return {**times, "entries": entries, "rss_mb": peak_rss_mb()}
+    return {**times, "entries": entries, "rss_mb": peak_rss_mb(), **cpu_seconds()}
 
 
 def child_naive(urls_file: Path, workdir: Path) -> dict[str, float]:
@@ -142,6 +151,8 @@ def main() -> None:
     parser.add_argument("--no-fast", action="store_true", help="skip POLICYBOT_PARSER=fast")
     parser.add_argument("--only", nargs="+", choices=sorted(CHILDREN), help="these tools only")
     parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
+    parser.add_argument("--cpu", action="store_true",
+                        help="also print policybot's CPU seconds: its process, its workers")
     parser.add_argument("--child", nargs=3, metavar=("TOOL", "FEEDS", "DIR"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -198,6 +209,11 @@ def main() -> None:
     loads = (f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
              f"(1 min; {os.cpu_count()} cores)")
     table = "\n".join(rows)
+    if args.cpu:
+        for tool in tools:
+            if "cpu_self" in results[tool][0]:
+                print(f"{tool}: CPU s, poller process {median(tool, 'cpu_self'):.2f}, "
+                      f"parse workers {median(tool, 'cpu_children'):.2f}")
     print(table)
     print(loads)
     if args.write:

@@ -220,9 +220,11 @@ class Fetcher:
             raise FetchError(url, self._describe(exc)) from exc
 
     def fetch_many(
-        self, requests: Iterable[FetchRequest[K]]
+        self, requests: Iterable[FetchRequest[K]], *, idle: Callable[[], None] | None = None,
     ) -> Generator[tuple[FetchRequest[K], FetchResult | FetchError], None, None]:
         """Fetch concurrently; yield ``(request, result or error)`` as each one completes.
+        ``idle`` is called whenever no fetch has finished and the generator is about to wait
+        for one (the poller commits its open writes then).
 
         At most ``max_connections`` fetches run at once and at most ``max_per_host`` to one
         host:port (of the feed's URL). Requests wait in a queue per host and are handed to
@@ -260,6 +262,8 @@ class Fetcher:
         try:
             top_up()
             while running:
+                if idle is not None and not any(f.done() for f in running):
+                    idle()
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 finished = []
                 for future in done:

@@ -2,19 +2,25 @@
 
 The pipeline moves data and makes no choices: every decision is in ``bot.decide`` (pure), every
 match in ``bot.rules`` (pure). Each feed's results are written in one transaction, after which
-the delivery loop (``bot.notify.delivery``) posts the alerts it wrote.
+the delivery loop (``bot.notify.delivery``) posts the alerts it wrote. (On SQLite, feeds stored
+back to back share a transaction — one fsync for several — each still all or nothing: see
+``_Group``.) Parsing, and matching while the poller is the slower side, run in worker
+processes (``bot.parsepool``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot import metrics
 from bot.decide import (
@@ -27,13 +33,21 @@ from bot.decide import (
 )
 from bot.errors import ConfigError, FeedError, ParseError
 from bot.fetch import Fetcher, FetchRequest, HTTPStatusError
-from bot.model import AlertRule, Entry, FetchResult
+from bot.model import AlertRule, Entry, FetchResult, Match
 from bot.parse import ParsedFeed, Parser, parse_feed
-from bot.parsepool import ParseFailure, ParsePool
-from bot.plan import DUPLICATE_WINDOW, Candidate, OutboxPlan, StoryIndex, plan_outbox
+from bot.parsepool import Matched, ParseFailure, ParsePool
+from bot.plan import (
+    DUPLICATE_WINDOW,
+    Candidate,
+    OutboxPlan,
+    Report,
+    StoryIndex,
+    plan_outbox,
+)
 from bot.rules import RuleSet
 from bot.schedule import effective_interval, next_poll_after, publishing_rhythm, track_redirect
 from bot.store import AlertWrite, EntryWrite, FeedState, FeedUpdate, PollWrite, Store
+from bot.store.outbox import Written
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +131,9 @@ class Poller:
     parser: Parser = "feedparser"  # POLICYBOT_PARSER (bot.parse)
     # Parse in worker processes (bot.parsepool); None parses in this process.
     parse_pool: ParsePool | None = None
+    # Match in the pool's workers: None decides per document (while this process is the
+    # slower side); True always, False never.
+    pool_matching: bool | None = None
     _stories: _Stories | None = field(default=None, init=False, repr=False)
 
     def cycle(
@@ -143,6 +160,11 @@ class Poller:
     def poll_feeds(
         self, feeds: Sequence[FeedState], *, stop: threading.Event | None = None
     ) -> list[FeedOutcome]:
+        with _Group(self.store, enabled=self._sole_writer) as group:
+            return self._poll_feeds(feeds, group, stop)
+
+    def _poll_feeds(self, feeds: Sequence[FeedState], group: _Group,
+                    stop: threading.Event | None) -> list[FeedOutcome]:
         by_id = {f.id: f for f in feeds}
         requests = [
             FetchRequest(key=f.id, url=f.url, etag=f.etag, last_modified=f.last_modified)
@@ -152,14 +174,18 @@ class Poller:
         pool = self.parse_pool
         # Documents in the parse pool, in the order they were fetched. At most a few per
         # worker: the cycle streams feeds through, it never holds them all (issue 7).
-        parsing: dict[Future[ParsedFeed | ParseFailure], tuple[FeedState, FetchResult]] = {}
+        parsing: dict[Future[ParsedFeed | Matched | ParseFailure],
+                      tuple[FeedState, FetchResult]] = {}
+        if pool is not None:
+            pool.use_rules(self.rules())  # the workers match too (bot.parsepool)
         # 304s change only their feed's state: saved together, in one transaction per batch
         # (until then the feed stays claimed; lost in a crash, it is simply polled again).
         unchanged: list[tuple[int, FeedUpdate]] = []
-        for request, fetched in self.fetcher.fetch_many(requests):
+        for request, fetched in self.fetcher.fetch_many(requests, idle=group.commit):
             feed = by_id[int(request.key)]
             if stop is not None and stop.is_set():
                 # Shutting down: leave the feed due (its lease expires); nothing is lost.
+                group.join()
                 self.store.release_feed(feed.id)
                 continue
             if isinstance(fetched, FetchResult) and fetched.not_modified:
@@ -168,43 +194,55 @@ class Poller:
                     FeedOutcome(feed.name, feed.url, "not_modified", status=304)))
                 continue
             if pool is not None and isinstance(fetched, FetchResult) and not fetched.not_modified:
+                # Matching goes to the pool while this process is the slower side (parsed
+                # documents wait for it); else this process matches when it stores.
+                behind = (any(f.done() for f in parsing) if self.pool_matching is None
+                          else self.pool_matching)
                 future = pool.submit(fetched.body or b"", url=fetched.url,
                                      headers=fetched.headers, language=feed.language,
-                                     now=self.clock())
+                                     now=self.clock(),
+                                     feed=(feed.name, feed.tags) if behind else None)
                 parsing[future] = (feed, fetched)
-                outcomes += self._store_parsed(parsing, stop,
+                outcomes += self._store_parsed(parsing, stop, group,
                                                block=len(parsing) > 2 * pool.workers)
                 continue
+            group.join()
             outcomes.append(self._record(self.process(feed, fetched)))
+            group.tick()
         while parsing:
-            outcomes += self._store_parsed(parsing, stop, block=True)
+            outcomes += self._store_parsed(parsing, stop, group, block=True)
+        group.join()
         self.store.record_feeds(unchanged)
         return outcomes
 
     def _store_parsed(
-        self, parsing: dict[Future[ParsedFeed | ParseFailure], tuple[FeedState, FetchResult]],
-        stop: threading.Event | None, *, block: bool,
+        self, parsing: dict[Future[ParsedFeed | Matched | ParseFailure],
+                            tuple[FeedState, FetchResult]],
+        stop: threading.Event | None, group: _Group, *, block: bool,
     ) -> list[FeedOutcome]:
-        """Match and store the documents the pool has parsed (waiting for one if ``block``),
-        each feed in its own transaction, here in the poller's process."""
+        """Match (unless the pool did) and store the documents the pool has parsed (waiting
+        for one if ``block``), here in the poller's process, each feed all or nothing."""
         assert self.parse_pool is not None
         done = [f for f in parsing if f.done()]
         if not done and block:
+            group.commit()  # before waiting: nothing sits uncommitted while idle
             finished, _ = wait(parsing, return_when=FIRST_COMPLETED)
             done = [f for f in parsing if f in finished]
         outcomes: list[FeedOutcome] = []
         for future in done:
             feed, fetched = parsing.pop(future)
+            group.join()
             if stop is not None and stop.is_set():
                 self.store.release_feed(feed.id)
                 continue
-            parsed: ParsedFeed | FeedError
+            parsed: ParsedFeed | Matched | FeedError
             try:
                 parsed = self.parse_pool.result(fetched.url, future)
             except ParseError as exc:
                 parsed = exc
                 self.parse_pool.recover()
             outcomes.append(self._record(self.process(feed, fetched, parsed=parsed)))
+            group.tick()
         return outcomes
 
     def _record(self, outcome: FeedOutcome) -> FeedOutcome:
@@ -225,9 +263,10 @@ class Poller:
         return outcome
 
     def process(self, feed: FeedState, fetched: FetchResult | FeedError,
-                parsed: ParsedFeed | FeedError | None = None) -> FeedOutcome:
+                parsed: ParsedFeed | Matched | FeedError | None = None) -> FeedOutcome:
         """Store what one fetch brought (``parsed``: its document, already parsed by the
-        pool). Expected feed failures become data on the feed."""
+        pool, and matched there when it had the rules in force). Expected feed failures
+        become data on the feed."""
         now = self.clock()
         if isinstance(fetched, FeedError):
             return self._failed(feed, fetched, now)
@@ -246,6 +285,13 @@ class Poller:
             return self._failed(feed, parsed, now, status=fetched.status)
         rules = self.rules()
         routes = self.routing.routes(rules)
+        found_in_worker: dict[str, tuple[Match, ...]] | None = None
+        if isinstance(parsed, Matched):
+            if self.parse_pool is not None and self.parse_pool.matched_with(parsed) is rules:
+                found_in_worker = {}
+                for entry, matched in zip(parsed.feed.entries, parsed.matches, strict=True):
+                    found_in_worker.setdefault(storable_key(entry).key, matched)
+            parsed = parsed.feed
         parsed_entries = _unique(storable_key(e) for e in parsed.entries)
         stored = self.store.stored_entries(feed.id, (e.key for e in parsed_entries))
         found = triage(parsed_entries, {k: (v.id, v.content_hash) for k, v in stored.items()})
@@ -253,7 +299,8 @@ class Poller:
         writes: list[EntryWrite] = []
         candidates: list[Candidate] = []
         for entry_id, entry in [(None, e) for e in found.new] + list(found.changed):
-            matched = tuple(rules.match(entry, feed_name=feed.name, feed_tags=feed.tags))
+            matched = (found_in_worker[entry.key] if found_in_worker is not None else
+                       tuple(rules.match(entry, feed_name=feed.name, feed_tags=feed.tags)))
             for match in matched:
                 metrics.MATCHES.labels(match.rule_id).inc()
             writes.append(EntryWrite(entry, entry_id, matched, rules.tracked(matched)))
@@ -268,6 +315,7 @@ class Poller:
             replies=outbox.replies, updates=outbox.updates,
             feed=self._answered(feed, fetched, now, parsed),
         ))
+        self._file_own(feed, saved.reports, {c.entry.key: c.entry for c in candidates}, now)
         return FeedOutcome(feed.name, feed.url, "ok", new=saved.new_entries,
                            changed=saved.changed_entries, alerts=saved.alerts,
                            status=fetched.status)
@@ -300,10 +348,30 @@ class Poller:
         if cached is None or cached.channels != channels:
             reports, last_id = self.store.reports_after(channels, since)
             self._stories = cached = _Stories(frozenset(channels), StoryIndex(reports), last_id)
-        else:
+        elif not self._sole_writer:
             reports, cached.last_id = self.store.reports_after(channels, since, cached.last_id)
             cached.index.add(reports)
         return cached.index
+
+    @property
+    def _sole_writer(self) -> bool:
+        """On SQLite this process is the only one writing alerts (DESIGN.md, Scale), so after
+        the cycle's first read the index needs only what this process wrote: each poll files
+        its own reports (:meth:`_file_own`) instead of reading them back (issue 7)."""
+        return self.store.engine.dialect.name == "sqlite"
+
+    def _file_own(self, feed: FeedState, written: Sequence[Written],
+                  entries: Mapping[str, Entry], now: datetime) -> None:
+        """File a poll's first alerts and duplicate replies in the cycle's story index, as
+        ``reports_after`` would read them back (created at ``now``, by this feed)."""
+        cached = self._stories
+        if not written or cached is None or not self._sole_writer:
+            return
+        cached.index.add(Report(
+            thread_id=w.thread_id or 0, channel=w.channel, feed_name=feed.name,
+            link=entries[w.entry_key].link, title=entries[w.entry_key].title, at=now,
+            first=w.first, independent=w.independent)
+            for w in written if w.channel in cached.channels and w.thread_id is not None)
 
     def _answered(self, feed: FeedState, fetched: FetchResult, now: datetime,
                   parsed: ParsedFeed | None) -> FeedUpdate:
@@ -352,6 +420,48 @@ class Poller:
             polled_at=now, next_poll_at=next_at, status=status, success=False, error=message,
             error_kind=error.kind, retry_after_until=wait_until, gone=gone))
         return FeedOutcome(feed.name, feed.url, "failed", error=message, status=status)
+
+
+class _Group:
+    """Feeds stored one after another in one open transaction (``Store.unit``), on SQLite:
+    one commit — an fsync — for several feeds instead of one each (issue 7). Each feed's
+    writes stay all or nothing, and a failure rolls back the whole group: its feeds are
+    polled again, as after a crash. The group is committed whenever the poller is about to
+    wait (for a fetch or the parse pool), after ``GROUP_SECONDS``, and at the end of a
+    batch, so SQLite's write lock is held only while the poller computes and alerts reach
+    the outbox without delay."""
+
+    GROUP_SECONDS = 0.25
+
+    def __init__(self, store: Store, *, enabled: bool) -> None:
+        self._store = store
+        self._enabled = enabled
+        self._open: contextlib.ExitStack | None = None
+        self._since = 0.0
+
+    def __enter__(self) -> _Group:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._open is not None:
+            stack, self._open = self._open, None
+            stack.__exit__(*exc)  # commit, or roll back on an exception
+
+    def join(self) -> None:
+        """Open the group (if on, and not open) before a store call."""
+        if self._enabled and self._open is None:
+            stack = contextlib.ExitStack()
+            stack.enter_context(self._store.unit())
+            self._open, self._since = stack, time.monotonic()
+
+    def tick(self) -> None:
+        if self._open is not None and time.monotonic() - self._since >= self.GROUP_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        if self._open is not None:
+            stack, self._open = self._open, None
+            stack.close()
 
 
 def _unique(items: Iterable[Entry]) -> list[Entry]:

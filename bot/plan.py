@@ -120,6 +120,7 @@ class OutboxPlan:
 # ------------------------------------------------------------------------ same story
 
 
+@functools.lru_cache(maxsize=8192)  # a cycle files a link, then compares and files it again
 def story_link(link: str | None) -> str | None:
     """The link as a story identity: no scheme, no ``www.``, no default port, no fragment,
     no tracking parameters (``utm_*``, ``fbclid``, ``gclid`` …), the rest of the query sorted,

@@ -5,19 +5,25 @@ The clock is injected; the feed server, the database and the Slack API are real.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, FakeClock
 from fakeslack import FakeSlack
 from feedserver import FeedServer, Item, atom, rss
+from sqlalchemy import select
 
 from bot.app import App, open_app
 from bot.config import Settings
+from bot.errors import StorageError
+from bot.model import AlertRule, Entry, Severity
+from bot.store import AlertWrite, EntryWrite, FeedUpdate, PollWrite
 from bot.store.repo import Store
+from bot.store.tables import entries
 
 CHANNEL = "#japan-defence"
 
@@ -266,3 +272,39 @@ def test_a_410_marks_the_feed_gone_and_it_is_never_polled_again(
     assert state.gone
     clock.advance(days=3)
     assert "jp-news" not in [o.feed for o in bot.poller.cycle(force=True)]
+
+
+def _write(feed_id: int, key: str, now: datetime) -> PollWrite:
+    return PollWrite(
+        feed_id=feed_id, now=now,
+        entries=(EntryWrite(Entry(key=key, title=f"GCAP {key}", content_hash=key), None, ()),),
+        alerts=(AlertWrite(key, CHANNEL, (AlertRule("gcap", "GCAP", Severity.HIGH, "v1"),),
+                           ()),),
+        feed=FeedUpdate(polled_at=now, next_poll_at=now, status=200, etag=f'"{key}"'))
+
+
+def test_several_feeds_in_one_unit_commit_together_and_a_failed_call_rolls_back_all(
+    bot: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The poller groups feeds into one transaction on SQLite (bot.pipeline._Group); each
+    feed stays all or nothing, and a call that fails inside the unit rolls back all of it,
+    even when something catches its error."""
+    first, second = (f.id for f in bot.store.list_feeds())
+    with bot.store.unit():
+        bot.store.save_poll(_write(first, "a", clock()))
+        with bot.store.engine.connect() as other:  # nothing is visible before the commit
+            assert other.execute(select(entries.c.id)).all() == []
+        bot.store.save_poll(_write(second, "b", clock()))
+    assert bot.store.entry_count() == 2
+    assert bot.store.alert_counts()["pending"] == 2
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected crash in the second feed's transaction")
+
+    with pytest.raises(StorageError, match="rolled back"), bot.store.unit():
+        bot.store.save_poll(_write(first, "c", clock()))
+        monkeypatch.setattr(Store, "_write_alerts", crash)
+        with contextlib.suppress(RuntimeError):
+            bot.store.save_poll(_write(second, "d", clock()))
+    assert bot.store.entry_count() == 2  # neither c nor d
+    assert {f.etag for f in bot.store.list_feeds()} == {'"a"', '"b"'}

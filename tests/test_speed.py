@@ -7,6 +7,8 @@
   never closes a connection it has handed to a request (encode/httpcore#1110).
 - A warm cycle's 304s are saved (next poll, validators kept) even though they are written
   together.
+- Matching in the parse workers stores what matching in the poller stores, and a result
+  matched with rules that are no longer in force is matched again.
 """
 
 from __future__ import annotations
@@ -22,12 +24,17 @@ import pytest
 from conftest import ROOT, FakeClock
 from feedserver import FeedServer, Item, atom, rss
 from httpcore._sync.connection_pool import PoolRequest
+from sqlalchemy import select
 
 from bot.app import App, open_app
 from bot.config import Settings
 from bot.fetch import _ConnectionPool
+from bot.model import Entry
 from bot.parse import fast_parser_available
-from bot.store.tables import entries
+from bot.parsepool import Matched, ParsePool
+from bot.rules import RuleSet
+from bot.rules.load import load_rules
+from bot.store.tables import alerts, entries, matches
 
 
 def items(clock: FakeClock, feed: int) -> list[Item]:
@@ -182,3 +189,74 @@ def test_the_pool_never_closes_a_connection_it_has_assigned_to_a_request() -> No
     assert kept not in closing and not kept.closed
     assert other.connection is not None and other.connection is not kept
     assert kept in pool._connections
+
+
+def stored_matches(bot: App) -> list[tuple[object, ...]]:
+    with bot.store.engine.connect() as conn:
+        found = conn.execute(select(entries.c.key, matches.c.rule_id, matches.c.rule_version,
+                                    matches.c.hits)
+                             .join(entries, entries.c.id == matches.c.entry_id)).all()
+        sent = conn.execute(select(entries.c.key, alerts.c.channel, alerts.c.kind,
+                                   alerts.c.rules, alerts.c.hits)
+                            .join(entries, entries.c.id == alerts.c.entry_id)).all()
+    return sorted(map(tuple, found)) + sorted(map(tuple, sent))  # type: ignore[arg-type]
+
+
+def test_the_pool_matches_with_the_rules_it_was_given_and_says_which() -> None:
+    rules = load_rules(ROOT / "rules")
+    body = rss([Item(title="Japan to provide OSA radars to the Philippines", guid="a",
+                     link="https://example.org/a",
+                     description="<p>Official Security Assistance: coastal radars.</p>")])
+    now = FakeClock()()
+    with ParsePool(1) as pool:
+        pool.use_rules(rules)
+        first = pool.result("u", pool.submit(body, url="http://x/f", headers={},
+                                              language=None, now=now, feed=("f", ("t",))))
+        assert isinstance(first, Matched)
+        assert first.matches == tuple(tuple(rules.match(e, feed_name="f", feed_tags=("t",)))
+                                      for e in first.feed.entries)
+        assert first.matches[0] and pool.matched_with(first) is rules
+        reloaded = load_rules(ROOT / "rules")  # an edit: another rule set, workers restart
+        pool.use_rules(reloaded)
+        assert pool.matched_with(first) is None  # the poller matches those entries itself
+        second = pool.result("u", pool.submit(body, url="http://x/f", headers={},
+                                               language=None, now=now, feed=("f", ())))
+        assert isinstance(second, Matched) and pool.matched_with(second) is reloaded
+        plain = pool.result("u", pool.submit(body, url="http://x/f", headers={},
+                                              language=None, now=now))
+        assert not isinstance(plain, Matched)  # no feed given: parsed only
+
+
+@pytest.mark.parametrize("reloaded", [False, True])
+def test_matching_in_the_workers_stores_what_matching_inline_stores(
+    tmp_path: Path, feed_server: FeedServer, clock: FakeClock, reloaded: bool,
+) -> None:
+    """Every document matched in the pool: the same matches and alerts as matching in the
+    poller's process. ``reloaded``: the workers match with the rules as they were before an
+    edit that dropped the rule that fires most, the poller stores with the edited rules;
+    the workers' matches are then not used, and nothing names the dropped rule."""
+    feeds = serve(feed_server, clock)
+    full = load_rules(ROOT / "rules")
+    fired = [m.rule_id for item in items(clock, 0)
+             for m in full.match(Entry(key="k", title=item.title, summary=item.description),
+                                 feed_name="f")]
+    dropped = max(set(fired), key=fired.count)
+    edited = RuleSet(tuple(r for r in full.rules if r.id != dropped),
+                     full.lists) if reloaded else full
+    results = []
+    for name, n in (("inline", 0), ("pool", 1)):
+        with app(tmp_path, name, sqlite_url(tmp_path, name), feeds, clock,
+                 parse_workers=n) as bot:
+            bot.poller.backfill = False  # alert the back catalogue: alerts to compare
+            bot.poller.pool_matching = True
+            bot.poller.rules = lambda: edited
+            pool = bot.poller.parse_pool
+            if pool is not None and reloaded:
+                pool.use_rules = lambda _rules, pool=pool: ParsePool.use_rules(pool, full)
+            bot.poller.cycle(force=True)
+            results.append(stored_matches(bot))
+    assert results[0] == results[1]
+    if reloaded:
+        assert not any(dropped in str(row) for row in results[1])
+    else:
+        assert any(row[2] == "alert" for row in results[0] if len(row) == 5)

@@ -7,14 +7,29 @@ planning from the list of reports, however many polls have added to it.
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from conftest import ROOT, FakeClock
+from feedserver import FeedServer, Item, rss
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.app import open_app
+from bot.config import Settings
 from bot.decide import RuleRoute
 from bot.model import AlertRule, Entry, Match, Severity
-from bot.plan import Candidate, Report, StoryIndex, _title_keys, plan_outbox, same_story, story_link
+from bot.plan import (
+    DUPLICATE_WINDOW,
+    Candidate,
+    Report,
+    StoryIndex,
+    _title_keys,
+    plan_outbox,
+    same_story,
+    story_link,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 WORDS = ["Japan", "UK", "GCAP", "treaty", "signs", "the", "radar", "Philippines", "OSA",
@@ -112,3 +127,43 @@ def test_planning_from_an_index_equals_planning_from_the_reports(
             next_id += 1
         reports += written
         index.add(written)
+
+
+def _view(index: StoryIndex) -> dict[int, tuple[object, ...]]:
+    return {tid: (tuple(thread.sources),
+                  tuple((r.channel, r.feed_name, r.link, r.title, r.at, r.first, r.independent)
+                        for r in thread.reports))
+            for tid, thread in index._by_id.items()}
+
+
+def test_a_cycle_files_its_own_reports_as_reading_them_back_would(
+    tmp_path: Path, feed_server: FeedServer, clock: FakeClock,
+) -> None:
+    """On SQLite the poller files each poll's alerts and duplicate replies in its story index
+    instead of reading them back (issue 7): the index ends the cycle as a fresh read of the
+    store would build it."""
+    when = clock() - timedelta(hours=1)
+    stories = {"a": "https://a.example/gcap", "b": "https://b.example/gcap-treaty",
+               "c": "https://www.a.example/gcap?utm_source=x"}
+    lines = ["feeds:"]
+    for name, link in stories.items():
+        feed_server.serve(f"/{name}.xml", rss([Item(
+            title="UK, Japan and Italy sign the GCAP treaty in Tokyo", link=link,
+            guid=f"{name}-1", description="<p>The Global Combat Air Programme.</p>",
+            published=when)]), etag=f'"{name}"')
+        lines.append(f"  - {{name: feed-{name}, url: '{feed_server.url(f'/{name}.xml')}'}}")
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    (rules / "feeds.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", rules_dir=rules,
+                        allow_private_addresses=True, slack_channel="#c", parse_workers=0)
+    with open_app(settings, clock=clock, sleep=clock.sleep) as bot:
+        bot.poller.backfill = False
+        outcomes = bot.poller.cycle(force=True)
+        assert sum(o.alerts for o in outcomes) == 1  # one alert, two thread replies
+        cached = bot.poller._stories
+        assert cached is not None
+        fresh = StoryIndex(bot.store.recent_reports(cached.channels, clock() - DUPLICATE_WINDOW))
+        (thread,) = _view(fresh).values()
+        assert len(thread[1]) == 3
+        assert _view(cached.index) == _view(fresh)

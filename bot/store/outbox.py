@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy.orm import aliased
 from bot.messages import Change, Duplicate, Kind, Message, Posted, Reply, Summary, Update
 from bot.model import Alert, AlertRule, Entry, Hit, Severity
 from bot.plan import PlannedReply, PlannedUpdate, PostedAlert, Previous, Report
+from bot.store.db import insert_rows
 from bot.store.tables import alerts, entries, feeds, matches
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
@@ -65,6 +66,25 @@ def alert_key(entry_id: int, channel: str, rules: Iterable[AlertRule]) -> str:
     return dedupe_key("alert", entry_id, channel, ",".join(sorted(r.id for r in rules)))
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An outbox row a poll wrote. ``reports`` when it tells of a story (a first alert, or
+    a duplicate's reply under ``thread_id``): the row ``recent_reports`` would read back."""
+
+    alert_id: int
+    entry_id: int | None
+    entry_key: str
+    channel: str
+    thread_id: int | None
+    first: bool = False  # a top-level alert
+    duplicate: bool = False  # a reply: another source of the story
+    independent: bool = False  # … that confirms it
+
+    @property
+    def reports(self) -> bool:
+        return self.first or self.duplicate
+
+
 def _claimable(parent: Any) -> Any:
     """Pending rows that may go now: not inside a summary, and no parent or a sent one."""
     return and_(alerts.c.status == PENDING, alerts.c.summary_id.is_(None),
@@ -84,17 +104,22 @@ class OutboxRepo:
     def _write_replies(
         self, conn: Connection, replies: Sequence[PlannedReply],
         updates: Sequence[PlannedUpdate], ids: Mapping[str, int], now: datetime,
-    ) -> int:
+        batch: Mapping[tuple[int | None, str], int] | None = None,
+    ) -> list[Written]:
         """Thread replies and updates planned by a poll, in its transaction. A reply to an
-        alert of the same batch finds it by entry key and channel."""
+        alert of the same batch finds it by entry key and channel (``batch``: the alerts
+        this transaction wrote, by entry id and channel; else it is looked up)."""
         rows: list[dict[str, Any]] = []
+        about: dict[str, Written] = {}
+        keys = {entry_id: key for key, entry_id in ids.items()}
         for reply in replies:
             entry_id = ids.get(reply.entry_key)
             parent_id = reply.parent_id
             if parent_id is None and reply.parent_key in ids:
-                parent_id = conn.execute(
+                parent_entry = ids[reply.parent_key or ""]
+                parent_id = (batch or {}).get((parent_entry, reply.channel)) or conn.execute(
                     select(alerts.c.id).where(
-                        alerts.c.entry_id == ids[reply.parent_key or ""],
+                        alerts.c.entry_id == parent_entry,
                         alerts.c.channel == reply.channel, alerts.c.kind == Kind.ALERT.value)
                     .order_by(alerts.c.id).limit(1)).scalar()
             if entry_id is None or parent_id is None:
@@ -107,22 +132,25 @@ class OutboxRepo:
                 detail = {"change": _change_json(reply.change or Change())}
             rows.append(_row(Kind.REPLY, entry_id, reply.channel, now, key, parent_id=parent_id,
                              rules=reply.rules, detail=detail))
+            about[key] = Written(0, entry_id, reply.entry_key, reply.channel, parent_id,
+                                 duplicate=reply.duplicate is not None,
+                                 independent=bool(reply.duplicate and reply.duplicate.independent))
         for upd in updates:
             entry_id = conn.execute(select(alerts.c.entry_id)
                                     .where(alerts.c.id == upd.parent_id)).scalar()
-            rows.append(_row(Kind.UPDATE, entry_id, upd.channel, now,
-                             dedupe_key("update", upd.parent_id, upd.sources),
+            key = dedupe_key("update", upd.parent_id, upd.sources)
+            rows.append(_row(Kind.UPDATE, entry_id, upd.channel, now, key,
                              parent_id=upd.parent_id))
+            about[key] = Written(0, entry_id, keys.get(entry_id or 0, ""), upd.channel,
+                                 upd.parent_id)
         if not rows:
-            return 0
-        keys = [r["dedupe_key"] for r in rows]
+            return []
         existing = set(conn.execute(select(alerts.c.dedupe_key)
-                                    .where(alerts.c.dedupe_key.in_(keys))).scalars())
+                                    .where(alerts.c.dedupe_key.in_(list(about)))).scalars())
         fresh = list({r["dedupe_key"]: r for r in rows if r["dedupe_key"] not in existing}
                      .values())
-        if fresh:
-            conn.execute(alerts.insert(), fresh)
-        return len(fresh)
+        return [replace(about[key], alert_id=alert_id) for alert_id, key in insert_rows(
+            conn, alerts, fresh, returning=("id", "dedupe_key"))]
 
     # ---------------------------------------------------------------- reading (for a poll)
 

@@ -4,20 +4,23 @@ give the frozen values of ``bot.model`` and the small records defined here."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Collection, Iterable, Sequence
+import threading
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bot.errors import StorageError
 from bot.model import AlertRule, Entry, FeedSource, Hit, Match
 from bot.plan import PlannedReply, PlannedUpdate
-from bot.store.db import transaction
+from bot.store.db import insert_rows, transaction
 from bot.store.digests import DigestStore, FirstMention
-from bot.store.outbox import OutboxRepo, alert_key
+from bot.store.outbox import OutboxRepo, Written, alert_key
 from bot.store.tables import alerts, entries, feeds, first_mentions, matches
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,9 @@ class PollSaved:
     new_entries: int
     changed_entries: int
     alerts: int
+    # This poll's first alerts and duplicate replies: what the poller files in its story
+    # index instead of reading them back (issue 7).
+    reports: tuple[Written, ...] = ()
 
 
 class Store(OutboxRepo):
@@ -140,9 +146,31 @@ class Store(OutboxRepo):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._unit = threading.local()  # this thread's open unit of work, if any
 
     def _begin(self) -> contextlib.AbstractContextManager[Connection]:
-        return transaction(self.engine)
+        held: _Unit | None = getattr(self._unit, "open", None)
+        return held.join() if held is not None else transaction(self.engine)
+
+    @contextlib.contextmanager
+    def unit(self) -> Iterator[None]:
+        """Run this thread's store calls in one transaction, committed at the end: several
+        feeds' polls, each still all or nothing (a call that fails makes the whole unit roll
+        back, whatever catches its error). The poller uses it on SQLite only, where a commit
+        is an fsync and no other process writes (DESIGN.md, Scale); nothing is visible to
+        other connections (the delivery loop) before the unit commits."""
+        if getattr(self._unit, "open", None) is not None:
+            yield  # already in one
+            return
+        with transaction(self.engine) as conn:
+            unit = _Unit(conn)
+            self._unit.open = unit
+            try:
+                yield
+                if unit.failed:
+                    raise StorageError("a store call failed inside a unit of work: rolled back")
+            finally:
+                self._unit.open = None
 
     def _insert(self, table: Any) -> Any:
         """INSERT … ON CONFLICT DO NOTHING for the engine's dialect."""
@@ -233,19 +261,16 @@ class Store(OutboxRepo):
             ids = [r.id for r in conn.execute(
                 select(feeds.c.id).where(*cond).order_by(feeds.c.next_poll_at, feeds.c.id)
                 .limit(limit).with_for_update(skip_locked=True))]
-            taken = []
-            for feed_id in ids:
-                result = conn.execute(
+            if ids:
+                # One conditional UPDATE for the batch; RETURNING gives the rows it took
+                # (a feed whose lease another process took meanwhile is not among them).
+                rows = {r.id: r for r in conn.execute(
                     update(feeds)
-                    .where(feeds.c.id == feed_id,
+                    .where(feeds.c.id.in_(ids),
                            or_(feeds.c.lease_until.is_(None), feeds.c.lease_until < now))
                     .values(lease_until=now + lease, lease_owner=owner)
-                )
-                if result.rowcount == 1:
-                    taken.append(feed_id)
-            if taken:  # one read for the batch, in the order claimed
-                rows = {r.id: r for r in conn.execute(select(feeds).where(feeds.c.id.in_(taken)))}
-                claimed = [_feed_state(rows[feed_id]) for feed_id in taken]
+                    .returning(*feeds.c))}
+                claimed = [_feed_state(rows[feed_id]) for feed_id in ids if feed_id in rows]
         return claimed
 
     def _feed_state(self, conn: Connection, feed_id: int) -> FeedState:
@@ -292,8 +317,10 @@ class Store(OutboxRepo):
         all the feed's new state — so a crash at any point loses nothing (the next poll sees
         the same items again, because the validators were not saved).
 
-        Rows are written in batches (executemany), a few statements per feed rather than a
-        few per entry; inserts are idempotent (ON CONFLICT DO NOTHING) on both databases.
+        New rows go through the driver (``insert_rows``): one multi-row INSERT for the
+        entries, one executemany each for their matches and alerts, rather than Core's
+        per-row work (issue 7); inserts are idempotent (ON CONFLICT DO NOTHING) on both
+        databases.
         """
         fresh = [w for w in write.entries if w.entry_id is None]
         edited = [w for w in write.entries if w.entry_id is not None]
@@ -303,16 +330,16 @@ class Store(OutboxRepo):
             if fresh:
                 # RETURNING names the rows this insert made; a key already there (another
                 # replica's, or a rerun's) is skipped by ON CONFLICT and only looked up.
-                ids.update((r.key, r.id) for r in conn.execute(
-                    self._insert(entries).on_conflict_do_nothing(
-                        index_elements=["feed_id", "key"]).returning(entries.c.id, entries.c.key),
+                ids.update((key, entry_id) for entry_id, key in insert_rows(
+                    conn, entries,
                     [{"feed_id": write.feed_id, "key": w.entry.key, "first_seen_at": write.now,
                       **_entry_values(w.entry)} for w in fresh],
-                ))
+                    conflict=("feed_id", "key"), returning=("id", "key")))
                 to_insert = [w for w in fresh if w.entry.key in ids]
                 there = [w.entry.key for w in fresh if w.entry.key not in ids]
                 if there:
                     ids.update(self._entry_ids(conn, write.feed_id, there))
+            made = {ids[w.entry.key] for w in to_insert}  # rows this transaction created
             if to_insert:
                 match_rows = [
                     {"entry_id": ids[w.entry.key], "rule_id": m.rule_id,
@@ -320,12 +347,7 @@ class Store(OutboxRepo):
                      "matched_at": write.now}
                     for w in to_insert for m in w.matches
                 ]
-                if match_rows:
-                    conn.execute(
-                        self._insert(matches).on_conflict_do_nothing(
-                            index_elements=["entry_id", "rule_id"]),
-                        match_rows,
-                    )
+                insert_rows(conn, matches, match_rows, conflict=("entry_id", "rule_id"))
             for item in edited:
                 assert item.entry_id is not None
                 conn.execute(update(entries).where(entries.c.id == item.entry_id)
@@ -333,12 +355,16 @@ class Store(OutboxRepo):
                 ids[item.entry.key] = item.entry_id
                 self._write_matches(conn, item.entry_id, item.matches, write.now)
             firsts = self._write_first_mentions(conn, write, ids)
-            alert_count = self._write_alerts(conn, write, ids, firsts)
-            self._write_replies(conn, write.replies, write.updates, ids, write.now)
+            written = self._write_alerts(conn, write, ids, firsts, made)
+            written += self._write_replies(
+                conn, write.replies, write.updates, ids, write.now,
+                batch={(w.entry_id, w.channel): w.alert_id for w in written})
             if write.feed is not None:
-                conn.execute(update(feeds).where(feeds.c.id == write.feed_id)
-                             .values(**_feed_update_values(write.feed, write.now)))
-        return PollSaved(len(to_insert), len(edited), alert_count)
+                shape, params = _feed_update_params(write.feed, write.feed_id)
+                conn.execute(_feed_update(shape), params)
+        alert_count = sum(1 for w in written if w.first)
+        return PollSaved(len(to_insert), len(edited), alert_count,
+                         tuple(w for w in written if w.reports))
 
     def _entry_ids(self, conn: Connection, feed_id: int, keys: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -361,7 +387,8 @@ class Store(OutboxRepo):
         rule_ids = sorted({rid for _, rid, _ in wanted})
         known = {(r.rule_id, r.member) for r in conn.execute(
             select(first_mentions.c.rule_id, first_mentions.c.member)
-            .where(first_mentions.c.rule_id.in_(rule_ids)))}
+            .where(first_mentions.c.rule_id.in_(rule_ids),
+                   first_mentions.c.member.in_(sorted({m for _, _, m in wanted}))))}
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for entry_id, rid, member in wanted:
             if (rid, member) not in known:
@@ -392,14 +419,18 @@ class Store(OutboxRepo):
     def _write_alerts(
         self, conn: Connection, write: PollWrite, ids: dict[str, int],
         firsts: dict[int, list[tuple[str, str]]] | None = None,
-    ) -> int:
+        made: Collection[int] = (),
+    ) -> list[Written]:
+        """Alert rows (one per entry, channel and rules); ``made``: entries created by this
+        transaction, which cannot have alerts yet."""
         if not write.alerts:
-            return 0
+            return []
         firsts = firsts or {}
-        entry_ids = sorted({ids[a.entry_key] for a in write.alerts})
+        old = sorted({ids[a.entry_key] for a in write.alerts} - set(made))
         existing = set(conn.execute(
-            select(alerts.c.dedupe_key).where(alerts.c.entry_id.in_(entry_ids))).scalars())
-        rows = [
+            select(alerts.c.dedupe_key).where(alerts.c.entry_id.in_(old))).scalars()
+        ) if old else set()
+        rows: list[dict[str, Any]] = [
             {"entry_id": ids[a.entry_key], "channel": a.channel, "kind": "alert",
              "dedupe_key": alert_key(ids[a.entry_key], a.channel, a.rules),
              "rules": [_rule_json(r) for r in a.rules], "hits": [_hit_json(h) for h in a.hits],
@@ -410,10 +441,14 @@ class Store(OutboxRepo):
             for a in write.alerts
             if alert_key(ids[a.entry_key], a.channel, a.rules) not in existing
         ]
-        if rows:
-            conn.execute(self._insert(alerts).on_conflict_do_nothing(
-                index_elements=["dedupe_key"]), rows)
-        return len(rows)
+        if not rows:
+            return []
+        by_key = {r["dedupe_key"]: r for r in rows}
+        keys = {entry_id: key for key, entry_id in ids.items()}
+        return [Written(alert_id, by_key[dedupe]["entry_id"], keys[by_key[dedupe]["entry_id"]],
+                        by_key[dedupe]["channel"], alert_id, first=True)
+                for alert_id, dedupe in insert_rows(conn, alerts, rows, conflict=("dedupe_key",),
+                                                    returning=("id", "dedupe_key"))]
 
     def _write_matches(
         self, conn: Connection, entry_id: int, found: Sequence[Match], now: datetime
@@ -457,10 +492,14 @@ class Store(OutboxRepo):
         commit per feed was most of its time)."""
         if not updates:
             return
+        # One executemany per shape of update (a warm cycle's 304s are one shape).
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for feed_id, update_ in updates:
+            shape, params = _feed_update_params(update_, feed_id)
+            shapes.setdefault(shape, []).append(params)
         with self._begin() as conn:
-            for feed_id, update_ in updates:
-                conn.execute(update(feeds).where(feeds.c.id == feed_id)
-                             .values(**_feed_update_values(update_, update_.polled_at)))
+            for keys, rows in shapes.items():
+                conn.execute(_feed_update(keys), rows)
 
     def entry_count(self) -> int:
         with self._begin() as conn:
@@ -471,6 +510,22 @@ class Store(OutboxRepo):
         with self._begin() as conn:
             return sorted(conn.execute(
                 select(matches.c.rule_id).where(matches.c.entry_id == entry_id)).scalars())
+
+
+class _Unit:
+    """An open transaction shared by a thread's store calls (``Store.unit``)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.failed = False
+
+    @contextlib.contextmanager
+    def join(self) -> Iterator[Connection]:
+        try:
+            yield self.conn
+        except BaseException:
+            self.failed = True  # never commit half of a call
+            raise
 
 
 # ----------------------------------------------------------------- row mapping
@@ -495,7 +550,41 @@ def _feed_state(row: Any, entry_count: int = 0) -> FeedState:
     )
 
 
-def _feed_update_values(u: FeedUpdate, now: datetime) -> dict[str, Any]:
+# How ``_feed_update_values`` names a column set only when it is empty ("keep:" + column: the
+# first success, the first failure of a run of failures), and the failure counter's increment.
+_KEEP = "keep:"
+_ONE_MORE_FAILURE = "consecutive_failures+1"
+
+
+@functools.lru_cache(maxsize=64)
+def _feed_update(keys: tuple[str, ...]) -> Any:
+    """UPDATE feeds setting ``keys`` (of ``_feed_update_values``), by parameters named as
+    ``_feed_update_params`` names them, for the feed ``p_id``. Built once per shape, so that
+    a batch of updates is one executemany and Core compiles it once."""
+    values: dict[str, Any] = {}
+    for key in keys:
+        if key == _ONE_MORE_FAILURE:
+            values["consecutive_failures"] = feeds.c.consecutive_failures + 1
+            continue
+        column = key.removeprefix(_KEEP)
+        param = bindparam(_param(key), type_=feeds.c[column].type)
+        values[column] = func.coalesce(feeds.c[column], param) if key != column else param
+    return update(feeds).where(feeds.c.id == bindparam("p_id")).values(values)
+
+
+def _param(key: str) -> str:
+    return "p_" + key.replace(":", "_")
+
+
+def _feed_update_params(u: FeedUpdate, feed_id: int) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The shape (for ``_feed_update``) and parameters of a feed's new state."""
+    values = _feed_update_values(u)
+    params = {_param(key): value for key, value in values.items() if key != _ONE_MORE_FAILURE}
+    params["p_id"] = feed_id
+    return tuple(values), params
+
+
+def _feed_update_values(u: FeedUpdate) -> dict[str, Any]:
     values: dict[str, Any] = {
         "last_polled_at": u.polled_at, "next_poll_at": u.next_poll_at,
         "last_status": u.status, "retry_after_until": u.retry_after_until,
@@ -503,8 +592,8 @@ def _feed_update_values(u: FeedUpdate, now: datetime) -> dict[str, Any]:
     }
     if u.success:
         values.update(last_success_at=u.polled_at, consecutive_failures=0, last_error=None,
-                      last_error_kind=None,
-                      first_success_at=func.coalesce(feeds.c.first_success_at, u.polled_at))
+                      last_error_kind=None)
+        values[_KEEP + "first_success_at"] = u.polled_at
         if not u.keep_validators:
             # Replace validators whenever the server sends new ones (RFC 9111 §4.3.4).
             if u.etag is not None:
@@ -522,9 +611,9 @@ def _feed_update_values(u: FeedUpdate, now: datetime) -> dict[str, Any]:
         if u.last_entry_at is not None:
             values["last_entry_at"] = u.last_entry_at
     else:
-        values.update(last_error=u.error, last_error_kind=u.error_kind,
-                      consecutive_failures=feeds.c.consecutive_failures + 1,
-                      failing_since=func.coalesce(feeds.c.failing_since, u.polled_at))
+        values.update(last_error=u.error, last_error_kind=u.error_kind)
+        values[_KEEP + "failing_since"] = u.polled_at
+        values[_ONE_MORE_FAILURE] = None
         if u.gone:
             values["gone"] = True
     return values
