@@ -66,6 +66,26 @@ class Entry:
     content_hash: str = ""
 
 
+def field_text(entry: Entry, field: str) -> str:
+    """The original text of ``field``; Hit offsets index into this string.
+
+    ``category`` is the entry's categories joined by newlines.
+    """
+    if field == "title":
+        return entry.title
+    if field == "summary":
+        return entry.summary
+    if field == "content":
+        return entry.content
+    if field == "author":
+        return entry.author or ""
+    if field == "category":
+        return "\n".join(entry.categories)
+    if field == "link":
+        return entry.link or ""
+    raise ValueError(f"not a text field: {field}")
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     """A term occurrence: ``entry.<field>[start:end]`` in the original (not normalised) text."""

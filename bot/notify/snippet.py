@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.model import Entry, Hit
+from bot.model import Entry, Hit, field_text
 
 TEXT_FIELDS = ("title", "summary", "content")
 _FIELD_ORDER = {name: i for i, name in enumerate(TEXT_FIELDS)}
@@ -95,16 +95,6 @@ class Snippet:
     @property
     def text(self) -> str:
         return "".join(text for text, _ in self.parts)
-
-
-def field_text(entry: Entry, field: str) -> str:
-    if field == "title":
-        return entry.title
-    if field == "summary":
-        return entry.summary
-    if field == "content":
-        return entry.content
-    return ""
 
 
 def _valid_hits(entry: Entry, hits: Iterable[Hit]) -> list[Hit]:

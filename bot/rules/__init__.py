@@ -6,9 +6,10 @@ the rules directory in :func:`load_rules`.
     run_examples(rs)                                       -> list[ExampleResult]
 """
 
+from bot.model import field_text
 from bot.rules.examples import ExampleResult, run_examples
 from bot.rules.load import RuleLoadError, load_rule_file, load_rules
-from bot.rules.match import DEFAULT_FIELDS, Document, field_text
+from bot.rules.match import DEFAULT_FIELDS, Document
 from bot.rules.ruleset import Evaluation, Example, Rule, RuleSet
 
 __all__ = [

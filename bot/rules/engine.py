@@ -46,7 +46,7 @@ from typing import Any, TypeVar, cast
 
 import ahocorasick_rs
 
-from bot.model import Entry, Hit, Match
+from bot.model import Entry, Hit, Match, field_text
 from bot.rules.match import (
     AllOf,
     AnyOf,
@@ -57,7 +57,6 @@ from bot.rules.match import (
     Leaf,
     Negate,
     Proximity,
-    field_text,
 )
 from bot.rules.query import TEXT_FIELDS
 from bot.rules.ruleset import HitKey, Rule, ordered_hit_keys

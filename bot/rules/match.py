@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bot.model import Entry, Hit
+from bot.model import Entry, Hit, field_text
 from bot.rules import query as q
 from bot.rules.terms import (
     Pattern,
@@ -241,26 +241,6 @@ def compile_query(
 
 
 # --- evaluation --------------------------------------------------------------------------
-
-
-def field_text(entry: Entry, field: str) -> str:
-    """The original text of ``field``; Hit offsets index into this string.
-
-    ``category`` is the entry's categories joined by newlines.
-    """
-    if field == "title":
-        return entry.title
-    if field == "summary":
-        return entry.summary
-    if field == "content":
-        return entry.content
-    if field == "author":
-        return entry.author or ""
-    if field == "category":
-        return "\n".join(entry.categories)
-    if field == "link":
-        return entry.link or ""
-    raise ValueError(f"not a text field: {field}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bot.model import Severity
+from bot.model import Severity, field_text
 from bot.rules.explain import explain
 from bot.rules.match import Document
 from bot.ruletools import rules_in_force
 from bot.store.console import matched_items, matches_of_entry
 from bot.store.history import entry_by_id
 from bot.web.app import console, page
-from bot.web.render import field_value
 
 PAGE_SIZE = 50
 FIELDS = ("title", "summary", "content", "category")
@@ -85,7 +84,7 @@ async def entry(request: Request) -> Response:
             rule = rules.get(rule_id) if rules else None
             explained.append((rule_id, rule, explain(rule, doc) if rule else None))
         hits = tuple(h for m in matched for h in m.hits)
-        fields = [(f, field_value(item.entry, f)) for f in FIELDS if field_value(item.entry, f)]
+        fields = [(f, field_text(item.entry, f)) for f in FIELDS if field_text(item.entry, f)]
         return {"item": item, "matched": matched, "explained": explained, "hits": hits,
                 "fields": fields, "all_rules": [r.id for r in rules.rules] if rules else []}
 

@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from bot import humanize
 from bot.digest.build import safe_link as _safe_link
 from bot.model import Entry, Hit
-from bot.notify.snippet import field_text, make_snippet
+from bot.notify.snippet import make_snippet
 
 
 def safe_link(url: str | None) -> str | None:
@@ -45,12 +45,6 @@ def snippet(entry: Entry, hits: Iterable[Hit]) -> Markup:
              for text, hit in shown.parts]
     return Markup(("…" if shown.cut_before else "") + "".join(parts)
                   + ("…" if shown.cut_after else ""))
-
-
-def field_value(entry: Entry, field: str) -> str:
-    if field == "category":
-        return "\n".join(entry.categories)
-    return field_text(entry, field)
 
 
 def when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
