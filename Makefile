@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test demo bench bench-match lint install install-test clean
+.PHONY: run web test demo bench bench-match lint install install-test clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "policybot needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -24,6 +24,10 @@ install-test: $(VENV)/.installed-test
 run: install  ## migrate the database, then run the bot on rules/ (Ctrl-C stops it)
 	$(BIN)/policybot db upgrade
 	$(BIN)/policybot run
+
+web: install  ## migrate, then serve the analysts' web console on http://127.0.0.1:8080
+	$(BIN)/policybot db upgrade
+	$(BIN)/policybot web
 
 demo: install  ## sample feeds on loopback, one cycle, alerts in the terminal
 	$(BIN)/policybot demo
