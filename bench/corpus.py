@@ -4,6 +4,7 @@ by several FeedServers (several "hosts")."""
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections.abc import Iterator
@@ -104,3 +105,17 @@ def feeds_yaml(served: list[Served]) -> str:
     lines = ["feeds:"]
     lines += [f"  - {{name: {s.name}, url: '{s.url}', language: {s.language}}}" for s in served]
     return "\n".join(lines) + "\n"
+
+
+def load_line(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """The machine's 1-minute load average around a run: figures compare only within one."""
+    return (f"load average {before[0]:.2f} before, {after[0]:.2f} after "
+            f"(1 min; {os.cpu_count()} cores)")
+
+
+def record(script: str, table: str, loads: str) -> None:
+    """Append a run's table to bench/RESULTS.md under its date, command and load."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    command = " ".join([f"python bench/{script}", *sys.argv[1:]])
+    with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as out:
+        out.write(f"\n### {script}, {stamp} (`{command}`; {loads})\n\n{table}\n")

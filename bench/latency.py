@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from corpus import HOSTS, feed_items, render_feed  # noqa: E402
+from corpus import HOSTS, feed_items, load_line, record, render_feed  # noqa: E402
 from fakeslack import DEFAULT_TOKEN, FakeSlack  # noqa: E402
 from feedserver import FeedServer, Item  # noqa: E402
 
@@ -178,15 +178,11 @@ def main() -> None:
         f"| new item: fetch start → Slack accepted | {statistics.median(latencies):.2f} | "
         f"{p95:.2f} | {max(latencies):.2f} |",
     ])
-    loads = (f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-             f"(1 min; {os.cpu_count()} cores)")
+    loads = load_line(load_before, load_after)
     print(table)
     print(loads)
     if args.write:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-        command = " ".join(["python bench/latency.py", *sys.argv[1:]])
-        with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(f"\n### latency.py, {stamp} (`{command}`; {loads})\n\n{table}\n")
+        record("latency.py", table, loads)
 
 
 def serve(server: FeedServer, path: str, n: int, items: list[Item], language: str,

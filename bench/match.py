@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.model import Entry  # noqa: E402
 from bot.rules import RuleSet, load_rules  # noqa: E402
+from bot.rules.engine import rule_patterns  # noqa: E402
 from bot.rules.match import (  # noqa: E402
     AllOf,
     AnyOf,
@@ -78,6 +79,18 @@ _FILLER = (
 FILLER_EN = _FILLER.split()
 FILLER_JA = ["の", "は", "を", "に", "が", "と", "で", "した", "する", "について", "として",
              "。", "、", "また", "これ", "ため", "年", "月", "日"]
+
+
+def _shape(i: int, shared: str) -> tuple[str, str, str]:
+    """Rule ``i``'s query, exclusion and ``track`` lines: five shapes in turn, one of them
+    naming (and tracking) the shared list ``shared``."""
+    queries = (f"$topic AND ($signal OR @{shared})", "($topic OR $signal) AND $context",
+               "$topic NEAR/5 ($signal OR $context)", "title:$topic OR ($signal AND $context)",
+               "$topic AND NOT $noise")
+    shape = i % 5
+    exclude = "" if shape == 4 else "exclude:\n  noise: $noise AND NOT $topic\n"
+    track = f"track: {shared}\n" if shape == 0 else ""
+    return queries[shape], exclude, track
 
 
 def _word(rng: random.Random, n: int) -> str:
@@ -122,20 +135,8 @@ def make_rules(directory: Path, count: int, vocab: Vocabulary, rng: random.Rando
         lists = {name: [vocab.term(rng) for _ in range(rng.randint(3, 8))]
                  for name in ("topic", "signal", "context", "noise")}
         lists = {k: list(dict.fromkeys(v)) for k, v in lists.items()}
-        shape = i % 5
-        if shape == 0:
-            query = "$topic AND ($signal OR @places)"
-        elif shape == 1:
-            query = "($topic OR $signal) AND $context"
-        elif shape == 2:
-            query = "$topic NEAR/5 ($signal OR $context)"
-        elif shape == 3:
-            query = "title:$topic OR ($signal AND $context)"
-        else:
-            query = "$topic AND NOT $noise"
+        query, exclude, track = _shape(i, "places")
         terms = "\n".join(f"  {k}: [{', '.join(v)}]" for k, v in lists.items())
-        exclude = "" if shape == 4 else "exclude:\n  noise: $noise AND NOT $topic\n"
-        track = "track: places\n" if shape == 0 else ""
         # No acronym warning noise: every generated acronym is case-sensitive.
         (directory / f"rule-{i:04d}.yaml").write_text(
             f"id: rule-{i:04d}\ntitle: Rule {i}\nterms:\n{terms}\nquery: {query}\n"
@@ -226,20 +227,8 @@ def make_realistic_rules(directory: Path, count: int, vocab: Vocabulary,
                  for name in ("topic", "signal", "context", "noise")}
         lists = {k: list(dict.fromkeys(v)) for k, v in lists.items()}
         shared = f"shared-{rng.choices(range(SHARED_LISTS), list_weights)[0]:02d}"
-        shape = i % 5
-        if shape == 0:
-            query = f"$topic AND ($signal OR @{shared})"
-        elif shape == 1:
-            query = "($topic OR $signal) AND $context"
-        elif shape == 2:
-            query = "$topic NEAR/5 ($signal OR $context)"
-        elif shape == 3:
-            query = "title:$topic OR ($signal AND $context)"
-        else:
-            query = "$topic AND NOT $noise"
+        query, exclude, track = _shape(i, shared)
         terms = "\n".join(f"  {k}: [{', '.join(v)}]" for k, v in lists.items())
-        exclude = "" if shape == 4 else "exclude:\n  noise: $noise AND NOT $topic\n"
-        track = f"track: {shared}\n" if shape == 0 else ""
         (directory / f"rule-{i:04d}.yaml").write_text(
             f"id: rule-{i:04d}\ntitle: Rule {i}\nterms:\n{terms}\nquery: '{query}'\n"
             f"{exclude}{track}",
@@ -349,29 +338,12 @@ def baseline_rate(rules: RuleSet, entries: list[Entry],
     return len(entries) / (time.perf_counter() - start), fired / len(entries)
 
 
-def _patterns(node: Compiled) -> list[Pattern]:
-    if isinstance(node, Leaf):
-        return list(node.patterns)
-    if isinstance(node, AllOf | AnyOf):
-        return [p for c in node.children for p in _patterns(c)]
-    if isinstance(node, Negate | InField):
-        return _patterns(node.child)
-    if isinstance(node, Proximity):
-        return [*node.left.patterns, *node.right.patterns]
-    return []
-
-
 def corpus_shape(rules: RuleSet, entries: list[Entry]) -> tuple[int, float, float, float]:
     """(distinct terms, terms found per entry, rule–term links per entry, rules with a term
     found per entry): how much the rules share their terms, seen from the entries."""
     users: dict[tuple[str, bool, bool, bool], set[str]] = {}
     for rule in rules.rules:
-        patterns = _patterns(rule.compiled)
-        for _, node in rule.compiled_excludes:
-            patterns += _patterns(node)
-        if rule.track_list is not None:
-            patterns += rule.track_list.patterns
-        for p in patterns:
+        for p in rule_patterns(rule):
             users.setdefault(p.key, set()).add(rule.id)
     engine = rules.engine
     found = links = touched = 0.0

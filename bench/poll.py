@@ -36,13 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from corpus import feeds_yaml, serve_corpus  # noqa: E402
+from corpus import feeds_yaml, load_line, record, serve_corpus  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -206,8 +205,7 @@ def main() -> None:
         if "naive" in results:
             rows.append(f"| {tool}: times faster than naive | {ratio('naive', 'cold', tool)}"
                         f" | {ratio('naive', 'warm', tool, 'cold')} | | |")
-    loads = (f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-             f"(1 min; {os.cpu_count()} cores)")
+    loads = load_line(load_before, load_after)
     table = "\n".join(rows)
     if args.cpu:
         for tool in tools:
@@ -217,10 +215,7 @@ def main() -> None:
     print(table)
     print(loads)
     if args.write:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-        command = " ".join(["python bench/poll.py", *sys.argv[1:]])
-        with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(f"\n### poll.py, {stamp} (`{command}`; {loads})\n\n{table}\n")
+        record("poll.py", table, loads)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,16 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.errors import ConfigError, RuleError
+from bot.errors import RuleError
 from bot.model import Hit
 from bot.rules import (
     ExampleResult,
     Rule,
     RuleLoadError,
-    RuleSet,
     load_rule_file,
     load_rules,
 )
@@ -84,7 +83,7 @@ class Draft:
 
     rule: Rule | None
     errors: tuple[RuleError, ...] = ()
-    warnings: tuple[RuleError, ...] = field(default=())
+    warnings: tuple[RuleError, ...] = ()
 
 
 def load_draft(text: str, path: Path, rules_dir: Path, *, others: Iterable[Rule] = ()) -> Draft:
@@ -112,14 +111,6 @@ def _relocated(error: RuleError, draft: Path, path: Path) -> RuleError:
     if error.path is None or error.path != draft:
         return error
     return RuleError(error.message, path=path, line=error.line, col=error.col)
-
-
-def rules_in_force(rules_dir: Path) -> RuleSet | None:
-    """The rules as the bot would load them now, or None if the directory does not load."""
-    try:
-        return load_rules(rules_dir)
-    except ConfigError:
-        return None
 
 
 # --- backtest ----------------------------------------------------------------------------

@@ -12,13 +12,11 @@ from rich.markup import escape
 
 from bot.config import Settings, load_settings
 from bot.errors import BotError, ConfigError
-from bot.humanize import ago, iso
 from bot.logs import setup_logging
 
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
-__all__ = ["ago", "iso"]  # re-exported for the commands
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")]
 

@@ -15,7 +15,6 @@ from bot.app import fetch_limits, open_app, utc_now
 from bot.cli.common import (
     OutputFormat,
     Verbose,
-    ago,
     escape_markup,
     guarded,
     out,
@@ -33,6 +32,7 @@ from bot.feedinfo import (
     fetch_and_parse,
 )
 from bot.fetch import Fetcher
+from bot.humanize import ago
 from bot.model import FetchResult
 from bot.parse import ParsedFeed, feed_links, parse_feed
 from bot.schedule import next_poll_after

@@ -57,7 +57,7 @@ def run(
             if web is not None:
                 from bot.web.server import serving_in_thread
 
-                console = stack.enter_context(serving_in_thread(settings, web))
+                console = stack.enter_context(serving_in_thread(settings, web, rules=bot.rules))
                 err.print(f"web console on {console.url}", highlight=False)
             run_service(bot, stop, http=http)
 

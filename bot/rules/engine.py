@@ -394,7 +394,7 @@ class Engine:
         # clause of rare terms is the one to keep when a query has too many.
         self._uses: list[int] = []
         for rule in rules:
-            for sid in {self.sid(p) for p in _rule_patterns(rule)}:
+            for sid in {self.sid(p) for p in rule_patterns(rule)}:
                 self._uses += [0] * (sid + 1 - len(self._uses))
                 self._uses[sid] += 1
         codegen = _Codegen(self)
@@ -975,22 +975,24 @@ def _mask(fields: Iterable[str]) -> int:
     return mask
 
 
-def _patterns(node: Compiled) -> list[Pattern]:
+def patterns_of(node: Compiled) -> list[Pattern]:
+    """Every pattern in a compiled query, in order (bench/match.py counts them too)."""
     if isinstance(node, Leaf):
         return list(node.patterns)
     if isinstance(node, AllOf | AnyOf):
-        return [p for c in node.children for p in _patterns(c)]
+        return [p for c in node.children for p in patterns_of(c)]
     if isinstance(node, Negate | InField):
-        return _patterns(node.child)
+        return patterns_of(node.child)
     if isinstance(node, Proximity):
         return [*node.left.patterns, *node.right.patterns]
     return []
 
 
-def _rule_patterns(rule: Rule) -> list[Pattern]:
-    patterns = _patterns(rule.compiled)
+def rule_patterns(rule: Rule) -> list[Pattern]:
+    """Every pattern a rule searches for: its query, its exclusions, its tracked list."""
+    patterns = patterns_of(rule.compiled)
     for _, node in rule.compiled_excludes:
-        patterns += _patterns(node)
+        patterns += patterns_of(node)
     if rule.track_list is not None:
         patterns += rule.track_list.patterns
     return patterns

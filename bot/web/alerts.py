@@ -14,7 +14,6 @@ from starlette.routing import Route
 from bot.model import Severity, field_text
 from bot.rules.explain import explain
 from bot.rules.match import Document
-from bot.ruletools import rules_in_force
 from bot.store.console import matched_items, matches_of_entry
 from bot.store.history import entry_by_id
 from bot.web.app import console, page
@@ -45,7 +44,7 @@ async def alerts(request: Request) -> Response:
         raise HTTPException(400, f"severity: one of {', '.join(s.value for s in Severity)}")
 
     def load() -> dict[str, Any]:
-        rules = rules_in_force(state.rules_dir)
+        rules = state.rules_in_force()
         by_id = {r.id: r for r in rules.rules} if rules else {}
         wanted: list[str] | None = None
         if rule:
@@ -76,7 +75,7 @@ async def entry(request: Request) -> Response:
         if item is None:
             raise HTTPException(404, f"no stored entry #{entry_id}")
         matched = matches_of_entry(state.engine, entry_id)
-        rules = rules_in_force(state.rules_dir)
+        rules = state.rules_in_force()
         ids = list(dict.fromkeys([m.rule_id for m in matched] + ([extra] if extra else [])))
         doc = Document(item.entry, feed_name=item.feed_name, feed_tags=item.feed_tags)
         explained = []

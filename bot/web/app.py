@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from markupsafe import Markup
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -31,10 +30,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import __version__
+from bot import __version__, humanize
 from bot.config import Settings
+from bot.digest.build import safe_link
+from bot.errors import ConfigError
+from bot.rules import RuleSet
 from bot.store import Store, make_engine, upgrade
 from bot.store.audit import AuditLog
+from bot.watch import RulesHolder
 from bot.web import render
 from bot.web.auth import CSRF_FIELD, CSRF_HEADER, Auth, User, check_csrf, csrf_token
 from bot.web.rulefiles import RuleFiles
@@ -65,10 +68,20 @@ class Console:
     auth: Auth
     clock: Callable[[], datetime]
     templates: Jinja2Templates
+    rules: RulesHolder  # the bot's own holder under `run --web`
 
     @property
     def rules_dir(self) -> Path:
         return self.settings.rules_dir
+
+    def rules_in_force(self) -> RuleSet | None:
+        """The rules as the bot uses them: reloaded when a file changed, the last good set
+        while a file is broken, None if they never loaded."""
+        self.rules.refresh()
+        try:
+            return self.rules()
+        except ConfigError:
+            return None
 
 
 def console(request: Request) -> Console:
@@ -189,11 +202,11 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
     env.autoescape = True
+    # safe_link: only absolute http(s) links reach an href (never `javascript:` from a feed).
     env.filters.update(
-        when=render.when, ago=render.ago, highlight=render.highlight, snippet=render.snippet,
-        safe_link=render.safe_link,
+        when=render.when, ago=humanize.ago, highlight=render.highlight, snippet=render.snippet,
+        safe_link=safe_link,
     )
-    env.globals["Markup"] = Markup
     return templates
 
 
@@ -212,6 +225,7 @@ def create_app(
     *,
     clock: Callable[[], datetime] | None = None,
     engine: Engine | None = None,
+    rules: RulesHolder | None = None,
     secure_cookies: bool = False,
     migrate: bool = True,
 ) -> Starlette:
@@ -228,7 +242,8 @@ def create_app(
     if secret is None and auth.mode == "password":
         log.warning("POLICYBOT_WEB_SECRET is not set: sessions end when the console restarts")
     state = Console(settings, engine, Store(engine), AuditLog(engine), RuleFiles(
-        settings.rules_dir), auth, clock or utc_now, _templates())
+        settings.rules_dir), auth, clock or utc_now, _templates(),
+        rules or RulesHolder(settings.rules_dir))
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         try:
@@ -258,5 +273,3 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     return page(request, "error.html", status_code=exc.status_code, status=exc.status_code,
                 message=exc.detail)
 
-
-Handler = Callable[[Request], Awaitable[Response]]

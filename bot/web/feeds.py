@@ -97,7 +97,8 @@ async def add(request: Request) -> Response:
     tags = [t.strip() for t in field(form, "tags").split(",") if t.strip()]
     interval, language = field(form, "interval").strip() or "30m", field(form, "language").strip()
     path = state.rules_dir / "feeds.yaml"
-    before = read_text(path) or ""
+    current = read_text(path)  # None: no feeds.yaml yet
+    before = current or ""
     problems = []
     if not FEED_NAME.fullmatch(name):
         problems.append("name: lowercase letters, digits, '-', '_' and '.'")
@@ -117,7 +118,7 @@ async def add(request: Request) -> Response:
     message = field(form, "message").strip() or f"Add feed {name}"
     try:
         saved = await run_in_threadpool(lambda: state.files.write(
-            path, after, expected=version_of(read_text(path) if before else None),
+            path, after, expected=version_of(current),
             author_name=user.display, author_email=user.email, message=message))
     except Conflict as exc:
         return page(request, "feed_check.html", status_code=409, url=url, checked=None,

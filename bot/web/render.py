@@ -1,5 +1,5 @@
 """Feed text made safe for HTML: highlighted fields and snippets (every piece escaped, the
-hits in ``<mark>``), links that can only be http(s), times. Jinja2 filters of the console."""
+hits in ``<mark>``), times. Jinja2 filters of the console."""
 
 from __future__ import annotations
 
@@ -8,15 +8,8 @@ from datetime import datetime
 
 from markupsafe import Markup, escape
 
-from bot import humanize
-from bot.digest.build import safe_link as _safe_link
 from bot.model import Entry, Hit
 from bot.notify.snippet import make_snippet
-
-
-def safe_link(url: str | None) -> str | None:
-    """Only absolute http(s) links reach an href (never ``javascript:`` from a feed)."""
-    return _safe_link(url)
 
 
 def highlight(text: str, hits: Iterable[Hit], field: str) -> Markup:
@@ -49,7 +42,3 @@ def snippet(entry: Entry, hits: Iterable[Hit]) -> Markup:
 
 def when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return value.strftime(fmt) + " UTC" if value else "—"
-
-
-def ago(value: datetime | None, now: datetime) -> str:
-    return humanize.ago(value, now)

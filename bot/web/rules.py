@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot.errors import ConfigError, RuleError
-from bot.rules import ExampleResult, Rule, RuleLoadError, load_rule_file
+from bot.rules import ExampleResult, Rule, RuleLoadError, RuleSet, load_rule_file
 from bot.rules.examples import run_example
 from bot.rules.load import RESERVED_FILES
 from bot.ruletools import (
@@ -28,7 +28,6 @@ from bot.ruletools import (
     backtest,
     check_paths,
     load_draft,
-    rules_in_force,
     tally,
 )
 from bot.store.console import rule_counts
@@ -94,9 +93,15 @@ def rule_paths(rules_dir: Path) -> list[Path]:
                   if p.is_file() and p.name not in RESERVED_FILES)
 
 
-def rule_rows(rules_dir: Path) -> list[RuleRow]:
-    """Every rule file, loaded on its own: the ones that load with their tests' counts, the
-    others with their errors."""
+def _counts(rule: Rule) -> Counter[str]:
+    return tally(run_example(rule, ex) for ex in rule.examples).get(rule.id, Counter())
+
+
+def rule_rows(rules_dir: Path, in_force: RuleSet | None) -> list[RuleRow]:
+    """Every rule file with its tests' counts; with ``in_force`` None (the directory does
+    not load), each file loaded on its own, so the broken ones show their errors."""
+    if in_force is not None:
+        return [RuleRow(r.id, r.path, r, (), _counts(r)) for r in in_force.rules]
     rows = []
     for path in rule_paths(rules_dir):
         try:
@@ -104,8 +109,7 @@ def rule_rows(rules_dir: Path) -> list[RuleRow]:
         except RuleLoadError as exc:
             rows.append(RuleRow(path.stem, path, None, tuple(exc.errors)))
             continue
-        counts = tally(run_example(rule, ex) for ex in rule.examples).get(rule.id, Counter())
-        rows.append(RuleRow(rule.id, path, rule, (), counts))
+        rows.append(RuleRow(rule.id, path, rule, (), _counts(rule)))
     return rows
 
 
@@ -113,10 +117,14 @@ async def rules_page(request: Request) -> Response:
     state = console(request)
 
     def load() -> dict[str, Any]:
-        report = check_paths([state.rules_dir], state.rules_dir)
-        prefix = f"{state.rules_dir}/"
-        return {"rows": rule_rows(state.rules_dir), "report": report,
-                "errors": [str(e).removeprefix(prefix) for e in report.errors],
+        in_force = state.rules_in_force()
+        errors: list[str] = []
+        if state.rules.error is not None:  # a file is broken: list every problem
+            prefix = f"{state.rules_dir}/"
+            report = check_paths([state.rules_dir], state.rules_dir)
+            errors = [str(e).removeprefix(prefix) for e in report.errors]
+            in_force = None
+        return {"rows": rule_rows(state.rules_dir, in_force), "errors": errors,
                 "counts": rule_counts(state.engine, state.clock()),
                 "recent": state.audit.latest(10)}
 
@@ -160,7 +168,7 @@ def _path(state: Console, rule_id: str) -> Path:
 def preview(state: Console, path: Path, text: str, window: str) -> Preview:
     """Validate ``text`` as the file at ``path``, run its examples and backtest it against
     the rule in force over the last ``window`` of stored entries."""
-    in_force = rules_in_force(state.rules_dir)
+    in_force = state.rules_in_force()
     others = in_force.rules if in_force else ()
     draft = load_draft(text, path, state.rules_dir, others=others)
     if draft.rule is None:

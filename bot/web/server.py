@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.digest.mail import is_loopback
 from bot.errors import ConfigError
 from bot.httpd import parse_bind
+from bot.watch import RulesHolder
 from bot.web.app import create_app
 from bot.web.auth import Auth, check_bind
 
@@ -36,7 +37,8 @@ class WebServer:
         self.server.run(sockets=[self.sock])
 
 
-def make_server(settings: Settings, bind: str) -> WebServer:
+def make_server(settings: Settings, bind: str, *,
+                rules: RulesHolder | None = None) -> WebServer:
     """A server listening on ``bind`` (HOST:PORT; port 0 picks a free one). Refuses a
     non-loopback address without authentication, and says why it cannot listen."""
     try:
@@ -48,7 +50,7 @@ def make_server(settings: Settings, bind: str) -> WebServer:
     secure = settings.web_secure_cookies
     if secure is None:
         secure = not is_loopback(host)
-    app = create_app(settings, secure_cookies=secure)
+    app = create_app(settings, secure_cookies=secure, rules=rules)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         sock = socket.create_server((host, port), family=family, reuse_port=False)
@@ -61,9 +63,11 @@ def make_server(settings: Settings, bind: str) -> WebServer:
 
 
 @contextlib.contextmanager
-def serving_in_thread(settings: Settings, bind: str) -> Iterator[WebServer]:
-    """The console on a thread while the block runs (``policybot run --web``)."""
-    web = make_server(settings, bind)
+def serving_in_thread(settings: Settings, bind: str, *,
+                      rules: RulesHolder | None = None) -> Iterator[WebServer]:
+    """The console on a thread while the block runs (``policybot run --web``, which passes
+    the bot's own rules holder: one set of rules in force, one reload)."""
+    web = make_server(settings, bind, rules=rules)
     thread = threading.Thread(target=web.run, name="web", daemon=True)
     thread.start()
     try:
