@@ -28,9 +28,10 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from queue import SimpleQueue
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 from urllib.parse import urlsplit
@@ -239,6 +240,10 @@ class Fetcher:
             queues.setdefault(_host_key(request.url), deque()).append(request)
         active = dict.fromkeys(queues, 0)
         running: dict[Future[FetchResult | FetchError], tuple[str, FetchRequest[K]]] = {}
+        # Finished fetches arrive here, in the order they finish. (concurrent.futures.wait
+        # installs a waiter on every running future at each call: with a warm cycle's
+        # quick 304s that bookkeeping cost as much as the requests.)
+        finished: SimpleQueue[Future[FetchResult | FetchError]] = SimpleQueue()
 
         if self._workers is None:
             self._workers = ThreadPoolExecutor(limits.max_connections,
@@ -256,22 +261,26 @@ class Fetcher:
                     if queue and active[host] < limits.max_per_host:
                         request = queue.popleft()
                         active[host] += 1
-                        running[pool.submit(self._fetch_or_error, request)] = (host, request)
+                        future = pool.submit(self._fetch_or_error, request)
+                        running[future] = (host, request)
+                        future.add_done_callback(finished.put)
                         progress = True
 
         try:
             top_up()
             while running:
-                if idle is not None and not any(f.done() for f in running):
+                if idle is not None and finished.empty():
                     idle()
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                finished = []
+                done = [finished.get()]
+                while not finished.empty():
+                    done.append(finished.get())
+                results = []
                 for future in done:
                     host, request = running.pop(future)
                     active[host] -= 1
-                    finished.append((request, future))
+                    results.append((request, future))
                 top_up()  # before yielding, so that the caller's work overlaps the next fetches
-                for request, future in finished:
+                for request, future in results:
                     yield request, future.result()
         finally:
             # Also when the caller stops early: wait for what is running (bounded by the
@@ -572,22 +581,81 @@ class _GuardedBackend(httpcore.SyncBackend):
 
 
 class _ConnectionPool(httpcore.ConnectionPool):
-    """httpcore's pool, minus a race (encode/httpcore#1110, in 1.0.9): a pass that closes
-    idle connections (over the keep-alive limit, or to make room at the connection limit)
-    can close one it has just assigned to another thread's request, which is still idle
-    until that thread starts it; the request then fails with "Bad file descriptor" or waits
-    for its whole read timeout. Connections assigned to pending requests are kept out of
-    the pass, so that it neither closes them nor hands them to a second request."""
+    """httpcore's pool with its bookkeeping made linear, and without a race.
+
+    httpcore 1.0's ``_assign_requests_to_connections`` runs twice per request (when it is
+    queued, when its response closes) and asks *every* connection whether it has expired —
+    a ``poll()`` of each idle socket — and counts connections once per connection: with the
+    few dozen kept-alive connections of a cycle over many hosts that was ≈ 1.5 ms of CPU per
+    request, half of a warm (all 304) cycle (issue 7). Here an idle connection's socket is
+    checked when the connection is about to be reused (the one place a server-closed
+    connection would fail a request), and every idle connection at most once a second.
+
+    The race (encode/httpcore#1110, in 1.0.9): a pass that closes idle connections (over the
+    keep-alive limit, or to make room at the connection limit) could close one it had just
+    assigned to another thread's request, which stays idle until that thread starts it; the
+    request then failed with "Bad file descriptor" or waited for its whole read timeout.
+    Connections assigned to pending requests are neither closed nor handed to a second
+    request.
+    """
+
+    SWEEP_EVERY = 1.0  # seconds between checks of every idle connection's socket
+
+    _next_sweep = 0.0
 
     def _assign_requests_to_connections(self) -> list[httpcore.ConnectionInterface]:
+        closing: list[httpcore.ConnectionInterface] = []
+        connections = self._connections
         assigned = {id(r.connection) for r in self._requests if r.connection is not None}
-        held = [c for c in self._connections if id(c) in assigned and c.is_idle()]
-        for connection in held:
-            self._connections.remove(connection)
-        try:
-            return super()._assign_requests_to_connections()
-        finally:
-            self._connections.extend(held)
+        now = time.monotonic()
+        sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + self.SWEEP_EVERY
+
+        def expired(connection: httpcore.ConnectionInterface) -> bool:
+            # Idle and unclaimed, and the server has closed it or its keep-alive is over.
+            return id(connection) not in assigned and connection.is_idle() \
+                and connection.has_expired()
+
+        for connection in list(connections):
+            if connection.is_closed():
+                connections.remove(connection)
+            elif id(connection) in assigned:
+                continue
+            elif (sweep and expired(connection)) or (
+                    connection.is_idle()
+                    and len(connections) > self._max_keepalive_connections):
+                connections.remove(connection)
+                closing.append(connection)
+
+        for pool_request in self._requests:
+            if not pool_request.is_queued():
+                continue
+            origin = pool_request.request.url.origin
+            chosen = None
+            for connection in list(connections):
+                if (id(connection) in assigned or not connection.can_handle_request(origin)
+                        or not connection.is_available()):
+                    continue
+                if not sweep and expired(connection):
+                    connections.remove(connection)
+                    closing.append(connection)
+                    continue
+                chosen = connection
+                break
+            if chosen is None:
+                if len(connections) >= self._max_connections:
+                    idle = next((c for c in connections
+                                 if c.is_idle() and id(c) not in assigned), None)
+                    if idle is None:
+                        continue  # the pool is full of busy connections: wait
+                    connections.remove(idle)
+                    closing.append(idle)
+                chosen = self.create_connection(origin)
+                connections.append(chosen)
+            pool_request.assign_to_connection(chosen)
+            assigned.add(id(chosen))
+        return closing
 
 
 def _guarded_http_transport(limits: FetchLimits, backend: _GuardedBackend) -> httpx.HTTPTransport:

@@ -154,6 +154,8 @@ class _IdleConnection(httpcore.ConnectionInterface):
     def __init__(self, origin: httpcore.URL) -> None:
         self.origin = origin.origin
         self.closed = False
+        self.expired = False  # the server closed it, or its keep-alive is over
+        self.checks = 0  # has_expired() calls: each is a poll() of the socket
 
     def can_handle_request(self, origin: httpcore.Origin) -> bool:
         return origin == self.origin
@@ -168,7 +170,8 @@ class _IdleConnection(httpcore.ConnectionInterface):
         return self.closed
 
     def has_expired(self) -> bool:
-        return False
+        self.checks += 1
+        return self.expired
 
     def close(self) -> None:
         self.closed = True
@@ -187,8 +190,54 @@ def test_the_pool_never_closes_a_connection_it_has_assigned_to_a_request() -> No
     pool._requests = [waiting, other]
     closing = pool._assign_requests_to_connections()
     assert kept not in closing and not kept.closed
+    assert other.connection is None  # queued: the pool is full
+    assert pool._connections == [kept]
+    pool._requests = [other]  # the first request is over: now the idle one makes room
+    assert pool._assign_requests_to_connections() == [kept]
     assert other.connection is not None and other.connection is not kept
-    assert kept in pool._connections
+
+
+def test_the_pool_checks_a_connection_before_reusing_it_and_the_others_once_a_sweep() -> None:
+    """Reusing an idle connection the server has closed would fail the request: the one
+    about to be reused is always checked. The others' sockets are checked once a sweep
+    (``SWEEP_EVERY``), not at every request (that was half a warm cycle's CPU)."""
+    pool = _ConnectionPool(max_connections=8, max_keepalive_connections=8)
+    idle = [_IdleConnection(httpcore.URL(f"http://h{n}.example/")) for n in range(5)]
+    pool._connections = list(idle)
+    pool._next_sweep = float("inf")  # no sweep during this test
+    for _ in range(10):
+        request = PoolRequest(httpcore.Request("GET", "http://h0.example/feed.xml"))
+        pool._requests = [request]
+        assert pool._assign_requests_to_connections() == []
+        assert request.connection is idle[0]
+    assert idle[0].checks == 10 and [c.checks for c in idle[1:]] == [0, 0, 0, 0]
+
+    idle[0].expired = True  # closed by the server meanwhile: replaced, not reused
+    request = PoolRequest(httpcore.Request("GET", "http://h0.example/feed.xml"))
+    pool._requests = [request]
+    assert pool._assign_requests_to_connections() == [idle[0]]
+    assert request.connection is not None and request.connection not in idle
+    assert idle[0] not in pool._connections
+
+    idle[3].expired = True
+    pool._next_sweep = 0.0  # a sweep is due: every idle connection is checked, once
+    pool._requests = []
+    assert pool._assign_requests_to_connections() == [idle[3]]
+    assert pool._assign_requests_to_connections() == []
+    assert [c.checks for c in (idle[1], idle[2], idle[4])] == [1, 1, 1]
+
+
+def test_the_pool_hands_one_idle_connection_to_one_request() -> None:
+    pool = _ConnectionPool(max_connections=4, max_keepalive_connections=4)
+    kept = _IdleConnection(httpcore.URL("http://a.example/"))
+    pool._connections = [kept]
+    first, second = (PoolRequest(httpcore.Request("GET", f"http://a.example/{n}.xml"))
+                     for n in (1, 2))
+    pool._requests = [first, second]
+    pool._assign_requests_to_connections()
+    assert first.connection is kept
+    assert second.connection is not None and second.connection is not kept
+    assert len(pool._connections) == 2
 
 
 def stored_matches(bot: App) -> list[tuple[object, ...]]:
