@@ -45,11 +45,44 @@ from corpus import feeds_yaml, load_line, record, serve_corpus  # noqa: E402
 
 
 def peak_rss_mb() -> float:
-    """This process's peak RSS plus the largest of its finished children's (policybot's
-    parse workers, stopped when the app closes): with one worker, the tree's peak at most."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 1024
+    """This process's peak RSS plus each live descendant's (policybot's parse workers):
+    at least the tree's peak, as if every process peaked at the same moment. Call it while
+    the workers still run.
+
+    A descendant's peak is its ``VmHWM`` from /proc, which starts afresh at ``exec``. The
+    kernel's ``RUSAGE_CHILDREN`` maximum does not: a spawned worker is forked from this
+    process before it executes Python anew, and its ru_maxrss keeps the forked copy's size
+    — this process's RSS at that moment, pages it never wrote — which counted a 43 MB
+    worker as 100 MB (issue 7)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return own + sum(_hwm_mb(pid) for pid in _descendants(os.getpid()))
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _hwm_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cpu_seconds() -> dict[str, float]:
@@ -86,7 +119,8 @@ def child_policybot(urls_file: Path, workdir: Path, parser: str = "feedparser"
             if failed:
                 raise SystemExit(f"policybot: {len(failed)} feeds failed: {failed[0].error}")
         entries = bot.store.entry_count()
-    return {**times, "entries": entries, "rss_mb": peak_rss_mb(), **cpu_seconds()}
+        rss_mb = peak_rss_mb()  # while the parse workers run
+    return {**times, "entries": entries, "rss_mb": rss_mb, **cpu_seconds()}
 
 
 def child_naive(urls_file: Path, workdir: Path) -> dict[str, float]:

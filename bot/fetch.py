@@ -126,6 +126,8 @@ class Fetcher:
     public-looking name to loopback with it).
     """
 
+    QUEUE_AHEAD = 256  # fetch_many reads at most this many requests ahead of its fetches
+
     def __init__(
         self,
         limits: FetchLimits | None = None,
@@ -230,15 +232,20 @@ class Fetcher:
         At most ``max_connections`` fetches run at once and at most ``max_per_host`` to one
         host:port (of the feed's URL). Requests wait in a queue per host and are handed to
         the thread pool only when their host has room, so a worker never sits blocked behind
-        a busy host while other hosts wait. A FetchError is yielded, not raised; any other
-        exception is a bug and propagates. Closing the generator early waits for the fetches
-        already running and starts no more.
+        a busy host while other hosts wait. ``requests`` is read as it is needed, a few
+        dozen ahead of the fetches (the poller claims feeds while earlier ones are fetched,
+        so that its fetches never drain between batches). A FetchError is yielded, not
+        raised; any other exception is a bug and propagates. Closing the generator early
+        waits for the fetches already running and starts no more.
         """
         limits = self.limits
+        pending = iter(requests)
+        exhausted = False
+        # Read ahead: enough to fill every connection, more while the queued requests are
+        # all for hosts at their limit, never more than QUEUE_AHEAD.
         queues: dict[str, deque[FetchRequest[K]]] = {}
-        for request in requests:
-            queues.setdefault(_host_key(request.url), deque()).append(request)
-        active = dict.fromkeys(queues, 0)
+        active: dict[str, int] = {}
+        queued = 0
         running: dict[Future[FetchResult | FetchError], tuple[str, FetchRequest[K]]] = {}
         # Finished fetches arrive here, in the order they finish. (concurrent.futures.wait
         # installs a waiter on every running future at each call: with a warm cycle's
@@ -250,21 +257,47 @@ class Fetcher:
                                                thread_name_prefix="fetch")
         pool = self._workers
 
-        def top_up() -> None:
+        def read_ahead(wanted: int) -> None:
+            nonlocal exhausted, queued
+            while not exhausted and queued < wanted:
+                request = next(pending, None)
+                if request is None:
+                    exhausted = True
+                    return
+                host = _host_key(request.url)
+                if host not in queues:
+                    queues[host] = deque()
+                    active.setdefault(host, 0)
+                queues[host].append(request)
+                queued += 1
+
+        def start_some() -> None:
             # Round-robin over hosts so that one big host does not go first every time.
+            nonlocal queued
             progress = True
             while progress and len(running) < limits.max_connections:
                 progress = False
-                for host, queue in queues.items():
+                for host, queue in list(queues.items()):
                     if len(running) >= limits.max_connections:
                         break
                     if queue and active[host] < limits.max_per_host:
                         request = queue.popleft()
+                        queued -= 1
                         active[host] += 1
                         future = pool.submit(self._fetch_or_error, request)
                         running[future] = (host, request)
                         future.add_done_callback(finished.put)
                         progress = True
+                    if not queue:
+                        del queues[host]
+
+        def top_up() -> None:
+            read_ahead(2 * limits.max_connections)
+            start_some()
+            while len(running) < limits.max_connections and not exhausted \
+                    and queued < self.QUEUE_AHEAD:
+                read_ahead(min(queued + limits.max_connections, self.QUEUE_AHEAD))
+                start_some()
 
         try:
             top_up()
@@ -278,6 +311,8 @@ class Fetcher:
                 for future in done:
                     host, request = running.pop(future)
                     active[host] -= 1
+                    if not active[host] and host not in queues:
+                        del active[host]
                     results.append((request, future))
                 top_up()  # before yielding, so that the caller's work overlaps the next fetches
                 for request, future in results:

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -142,34 +142,42 @@ class Poller:
     ) -> list[FeedOutcome]:
         """Poll the due feeds (or every active feed with ``force``; or the one at ``url``).
 
-        Feeds are claimed in batches, so that a cycle streams through thousands of feeds
-        without holding them all, and replicas share the work as they go.
+        Feeds are claimed in batches as the fetches need them, so that a cycle streams
+        through thousands of feeds without holding them all, replicas share the work as they
+        go, and the fetches never wait for a claim (the next batch is claimed while the
+        last one's fetches run).
         """
         started = self.clock()
         self._stories = None  # read the channels' stories afresh, once per cycle
-        outcomes: list[FeedOutcome] = []
-        while stop is None or not stop.is_set():
-            feeds = self.store.feeds_to_poll(
-                self.clock(), force=force, url=url, lease=self.lease, owner=self.owner,
-                limit=self.claim_batch, polled_before=started)
-            if not feeds:
-                break
-            outcomes += self.poll_feeds(feeds, stop=stop)
-        return outcomes
+
+        def claimed() -> Iterator[FeedState]:
+            while stop is None or not stop.is_set():
+                feeds = self.store.feeds_to_poll(
+                    self.clock(), force=force, url=url, lease=self.lease, owner=self.owner,
+                    limit=self.claim_batch, polled_before=started)
+                if not feeds:
+                    return
+                yield from feeds
+
+        return self.poll_feeds(claimed(), stop=stop)
 
     def poll_feeds(
-        self, feeds: Sequence[FeedState], *, stop: threading.Event | None = None
+        self, feeds: Iterable[FeedState], *, stop: threading.Event | None = None
     ) -> list[FeedOutcome]:
+        """Poll ``feeds`` (claimed by this poller), read as the fetches need them."""
         with _Group(self.store, enabled=self._sole_writer) as group:
             return self._poll_feeds(feeds, group, stop)
 
-    def _poll_feeds(self, feeds: Sequence[FeedState], group: _Group,
+    def _poll_feeds(self, feeds: Iterable[FeedState], group: _Group,
                     stop: threading.Event | None) -> list[FeedOutcome]:
-        by_id = {f.id: f for f in feeds}
-        requests = [
-            FetchRequest(key=f.id, url=f.url, etag=f.etag, last_modified=f.last_modified)
-            for f in feeds
-        ]
+        by_id: dict[int, FeedState] = {}
+
+        def requests() -> Iterator[FetchRequest[int]]:
+            for f in feeds:
+                by_id[f.id] = f
+                yield FetchRequest(key=f.id, url=f.url, etag=f.etag,
+                                   last_modified=f.last_modified)
+
         outcomes: list[FeedOutcome] = []
         pool = self.parse_pool
         # Documents in the parse pool, in the order they were fetched. At most a few per
@@ -178,11 +186,11 @@ class Poller:
                       tuple[FeedState, FetchResult]] = {}
         if pool is not None:
             pool.use_rules(self.rules())  # the workers match too (bot.parsepool)
-        # 304s change only their feed's state: saved together, in one transaction per batch
+        # 304s change only their feed's state: saved together, ``claim_batch`` at a time
         # (until then the feed stays claimed; lost in a crash, it is simply polled again).
         unchanged: list[tuple[int, FeedUpdate]] = []
-        for request, fetched in self.fetcher.fetch_many(requests, idle=group.commit):
-            feed = by_id[int(request.key)]
+        for request, fetched in self.fetcher.fetch_many(requests(), idle=group.commit):
+            feed = by_id.pop(request.key)
             if stop is not None and stop.is_set():
                 # Shutting down: leave the feed due (its lease expires); nothing is lost.
                 group.join()
@@ -192,6 +200,10 @@ class Poller:
                 unchanged.append((feed.id, self._answered(feed, fetched, self.clock(), None)))
                 outcomes.append(self._record(
                     FeedOutcome(feed.name, feed.url, "not_modified", status=304)))
+                if len(unchanged) >= self.claim_batch:
+                    group.join()
+                    self.store.record_feeds(unchanged)
+                    unchanged = []
                 continue
             if pool is not None and isinstance(fetched, FetchResult) and not fetched.not_modified:
                 # Matching goes to the pool while this process is the slower side (parsed
@@ -293,7 +305,9 @@ class Poller:
                     found_in_worker.setdefault(storable_key(entry).key, matched)
             parsed = parsed.feed
         parsed_entries = _unique(storable_key(e) for e in parsed.entries)
-        stored = self.store.stored_entries(feed.id, (e.key for e in parsed_entries))
+        # A feed's entries are saved with its first success, so before it there are none.
+        stored = ({} if feed.first_success_at is None else
+                  self.store.stored_entries(feed.id, (e.key for e in parsed_entries)))
         found = triage(parsed_entries, {k: (v.id, v.content_hash) for k, v in stored.items()})
         first_poll = self.backfill and feed.first_success_at is None
         writes: list[EntryWrite] = []

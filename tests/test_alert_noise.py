@@ -241,16 +241,20 @@ def test_in_run_a_cycles_alerts_go_out_in_one_pass_so_the_cap_is_per_cycle(
     feed_server.serve("/news.xml", rss(items[8:]))
     clock.advance(hours=1)
     service = Service(bot, threading.Event())
-    poll_batch = bot.poller.poll_feeds
+    save = bot.store.save_poll
+    saves = 0
 
-    def batch_then_tick(*args: object, **kwargs: object) -> object:
-        result = poll_batch(*args, **kwargs)  # type: ignore[arg-type]
-        service.deliver_job()  # the 5-second job fires mid-cycle
+    def save_then_tick(*args: object, **kwargs: object) -> object:
+        nonlocal saves
+        saves += 1
+        result = save(*args, **kwargs)  # type: ignore[arg-type]
+        service.deliver_job()  # the 5-second job fires mid-cycle, after each feed
         return result
 
-    bot.poller.poll_feeds = batch_then_tick  # type: ignore[method-assign]
+    bot.store.save_poll = save_then_tick  # type: ignore[method-assign]
     bot.poller.claim_batch = 1  # three batches in one cycle
     service.poll_job()
+    assert saves == 3
     posts = fake_slack.top_level()
     assert len(posts) == 11, "ten alerts and one summary"
     assert posts[-1].metadata["event_payload"]["kind"] == "summary"

@@ -373,6 +373,30 @@ def test_fetch_many_limits_concurrent_requests_per_host(server: FeedServer) -> N
     assert 2 < server.max_in_flight <= 4
 
 
+def test_fetch_many_reads_its_requests_as_it_needs_them(server: FeedServer) -> None:
+    """The poller claims feeds as fetch_many reads them: it reads a bounded window ahead,
+    and reads past a host at its limit to keep the other hosts' connections busy."""
+    limits = FetchLimits(max_connections=4, max_per_host=2, max_body_bytes=LIMITS.max_body_bytes)
+    server.serve("/a.xml", BODY)
+    read: list[int] = []
+
+    def requests() -> Iterator[FetchRequest[int]]:
+        # Ten for one host first, then one for another: that one must not wait behind them.
+        for i in range(300):
+            read.append(i)
+            host = "localhost" if i == 10 else "127.0.0.1"
+            yield FetchRequest(key=i, url=server.url("/a.xml", host=host))
+
+    with Fetcher(limits, allow_private=True) as fetcher:
+        outcomes = fetcher.fetch_many(requests())
+        first, _ = next(outcomes)
+        read_before_first = len(read)
+        order = [first.key] + [request.key for request, _ in outcomes]
+    assert 10 < read_before_first <= Fetcher.QUEUE_AHEAD + limits.max_connections
+    assert sorted(order) == list(range(300))
+    assert order.index(10) < 10  # started among the first fetches, not after 0–9
+
+
 def test_fetch_many_stops_cleanly_when_the_caller_stops_early(server: FeedServer) -> None:
     server.serve("/a.xml", BODY)
     requests = [FetchRequest(key=i, url=server.url("/a.xml")) for i in range(10)]
