@@ -268,7 +268,7 @@ def describe_change(old: Entry, new: Entry) -> Change:
 # ------------------------------------------------------------------------ the plan
 
 
-@dataclass
+@dataclass(slots=True)
 class _Thread:
     """A story in a channel while planning: its first alert and who has reported it.
 
