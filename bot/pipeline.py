@@ -189,13 +189,18 @@ class Poller:
         # 304s change only their feed's state: saved together, ``claim_batch`` at a time
         # (until then the feed stays claimed; lost in a crash, it is simply polled again).
         unchanged: list[tuple[int, FeedUpdate]] = []
-        for request, fetched in self.fetcher.fetch_many(requests(), idle=group.commit):
+        fetches = self.fetcher.fetch_many(requests(), idle=group.commit)
+        for request, fetched in fetches:
             feed = by_id.pop(request.key)
             if stop is not None and stop.is_set():
-                # Shutting down: leave the feed due (its lease expires); nothing is lost.
+                # Shutting down: start no more fetches (closing the generator waits for the
+                # running ones) and leave every claimed feed not yet stored due again.
+                fetches.close()
                 group.join()
-                self.store.release_feed(feed.id)
-                continue
+                for unpolled in (feed, *by_id.values()):
+                    self.store.release_feed(unpolled.id)
+                by_id.clear()
+                break
             if isinstance(fetched, FetchResult) and fetched.not_modified:
                 unchanged.append((feed.id, self._answered(feed, fetched, self.clock(), None)))
                 outcomes.append(self._record(

@@ -308,3 +308,37 @@ def test_several_feeds_in_one_unit_commit_together_and_a_failed_call_rolls_back_
             bot.store.save_poll(_write(second, "d", clock()))
     assert bot.store.entry_count() == 2  # neither c nor d
     assert {f.etag for f in bot.store.list_feeds()} == {'"a"', '"b"'}
+
+
+def test_a_stop_mid_cycle_starts_no_more_fetches_and_leaves_the_rest_due(
+    tmp_path: Path, db_url: str, feed_server: FeedServer, clock: FakeClock,
+) -> None:
+    """Shutting down (SIGTERM) while a cycle runs: the fetches already running finish, no
+    new one starts — not even for feeds already claimed and queued — and every feed not
+    stored is released, due for the next run rather than held until its lease expires."""
+    import threading
+
+    names = [f"feed-{n}" for n in range(30)]
+    for name in names:
+        feed_server.serve(f"/{name}.xml", rss([Item(title=f"Council budget {name}",
+                                                    guid=name, published=clock())]))
+    base = f"http://{feed_server.netloc}"
+    settings = Settings(database_url=db_url, allow_private_addresses=True,
+                        rules_dir=rules_dir(tmp_path, [(n, f"{base}/{n}.xml") for n in names]),
+                        fetch_concurrency=4)  # 2 per host: the rest are queued
+    stop = threading.Event()
+    with open_app(settings, clock=clock, sleep=clock.sleep) as bot:
+        save = bot.store.save_poll
+
+        def save_then_stop(*args: object, **kwargs: object) -> object:
+            result = save(*args, **kwargs)  # type: ignore[arg-type]
+            stop.set()  # SIGTERM arrives while the first feed is stored
+            return result
+
+        bot.store.save_poll = save_then_stop  # type: ignore[method-assign]
+        outcomes = bot.poller.cycle(force=True, stop=stop)
+        fetched = {r.path for r in feed_server.requests}
+        assert [o.result for o in outcomes] == ["ok"]
+        assert len(fetched) < 10  # the one stored, and those running when it stopped
+        due = bot.store.feeds_to_poll(clock(), owner="next-run")
+        assert {f.name for f in due} == set(names) - {outcomes[0].feed}
