@@ -126,8 +126,6 @@ class Fetcher:
     public-looking name to loopback with it).
     """
 
-    QUEUE_AHEAD = 256  # fetch_many reads at most this many requests ahead of its fetches
-
     def __init__(
         self,
         limits: FetchLimits | None = None,
@@ -162,6 +160,10 @@ class Fetcher:
             # to it or to another.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
+        # fetch_many reads at most this many requests ahead of its fetches: each is a feed
+        # the poller has claimed, whose lease runs while it waits, so no more wait than one
+        # claim batch (bot.app claims 4 × the connections at a time).
+        self.queue_ahead = 4 * self.limits.max_connections
         # fetch_many's workers live as long as the client (and its kept-alive connections):
         # starting them anew for every batch cost more than a warm batch's requests (issue 7).
         self._workers: ThreadPoolExecutor | None = None
@@ -232,9 +234,9 @@ class Fetcher:
         At most ``max_connections`` fetches run at once and at most ``max_per_host`` to one
         host:port (of the feed's URL). Requests wait in a queue per host and are handed to
         the thread pool only when their host has room, so a worker never sits blocked behind
-        a busy host while other hosts wait. ``requests`` is read as it is needed, a few
-        dozen ahead of the fetches (the poller claims feeds while earlier ones are fetched,
-        so that its fetches never drain between batches). A FetchError is yielded, not
+        a busy host while other hosts wait. ``requests`` is read as it is needed, at most
+        ``queue_ahead`` ahead of the fetches (the poller claims feeds while earlier ones are
+        fetched, so that its fetches never drain between batches). A FetchError is yielded, not
         raised; any other exception is a bug and propagates. Closing the generator early
         waits for the fetches already running and starts no more.
         """
@@ -242,7 +244,7 @@ class Fetcher:
         pending = iter(requests)
         exhausted = False
         # Read ahead: enough to fill every connection, more while the queued requests are
-        # all for hosts at their limit, never more than QUEUE_AHEAD.
+        # all for hosts at their limit, never more than queue_ahead.
         queues: dict[str, deque[FetchRequest[K]]] = {}
         active: dict[str, int] = {}
         queued = 0
@@ -295,8 +297,8 @@ class Fetcher:
             read_ahead(2 * limits.max_connections)
             start_some()
             while len(running) < limits.max_connections and not exhausted \
-                    and queued < self.QUEUE_AHEAD:
-                read_ahead(min(queued + limits.max_connections, self.QUEUE_AHEAD))
+                    and queued < self.queue_ahead:
+                read_ahead(min(queued + limits.max_connections, self.queue_ahead))
                 start_some()
 
         try:

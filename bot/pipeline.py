@@ -150,33 +150,36 @@ class Poller:
         started = self.clock()
         self._stories = None  # read the channels' stories afresh, once per cycle
 
-        def claimed() -> Iterator[FeedState]:
+        def claims() -> Iterator[Sequence[FeedState]]:
             while stop is None or not stop.is_set():
                 feeds = self.store.feeds_to_poll(
                     self.clock(), force=force, url=url, lease=self.lease, owner=self.owner,
                     limit=self.claim_batch, polled_before=started)
                 if not feeds:
                     return
-                yield from feeds
+                yield feeds
 
-        return self.poll_feeds(claimed(), stop=stop)
+        with _Group(self.store, enabled=self._sole_writer) as group:
+            return self._poll_feeds(claims(), group, stop)
 
     def poll_feeds(
-        self, feeds: Iterable[FeedState], *, stop: threading.Event | None = None
+        self, feeds: Sequence[FeedState], *, stop: threading.Event | None = None
     ) -> list[FeedOutcome]:
-        """Poll ``feeds`` (claimed by this poller), read as the fetches need them."""
+        """Poll ``feeds`` (claimed by this poller)."""
         with _Group(self.store, enabled=self._sole_writer) as group:
-            return self._poll_feeds(feeds, group, stop)
+            return self._poll_feeds([feeds], group, stop)
 
-    def _poll_feeds(self, feeds: Iterable[FeedState], group: _Group,
+    def _poll_feeds(self, batches: Iterable[Sequence[FeedState]], group: _Group,
                     stop: threading.Event | None) -> list[FeedOutcome]:
-        by_id: dict[int, FeedState] = {}
+        """Poll the feeds of ``batches``, claimed batch by batch as the fetches need them."""
+        by_id: dict[int, FeedState] = {}  # claimed, and neither stored nor parsing
 
         def requests() -> Iterator[FetchRequest[int]]:
-            for f in feeds:
-                by_id[f.id] = f
-                yield FetchRequest(key=f.id, url=f.url, etag=f.etag,
-                                   last_modified=f.last_modified)
+            for batch in batches:
+                by_id.update((f.id, f) for f in batch)
+                for f in batch:
+                    yield FetchRequest(key=f.id, url=f.url, etag=f.etag,
+                                       last_modified=f.last_modified)
 
         outcomes: list[FeedOutcome] = []
         pool = self.parse_pool
