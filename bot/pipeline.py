@@ -134,6 +134,9 @@ class Poller:
     # Match in the pool's workers: None decides per document (while this process is the
     # slower side); True always, False never.
     pool_matching: bool | None = None
+    # Called whenever polls' writes (alerts among them) have committed, from the poller's
+    # thread: `policybot run` wakes its early delivery with it (bot.scheduler). Must not block.
+    stored: Callable[[], None] | None = None
     _stories: _Stories | None = field(default=None, init=False, repr=False)
 
     def cycle(
@@ -159,14 +162,14 @@ class Poller:
                     return
                 yield feeds
 
-        with _Group(self.store, enabled=self._sole_writer) as group:
+        with _Group(self.store, enabled=self._sole_writer, stored=self.stored) as group:
             return self._poll_feeds(claims(), group, stop)
 
     def poll_feeds(
         self, feeds: Sequence[FeedState], *, stop: threading.Event | None = None
     ) -> list[FeedOutcome]:
         """Poll ``feeds`` (claimed by this poller)."""
-        with _Group(self.store, enabled=self._sole_writer) as group:
+        with _Group(self.store, enabled=self._sole_writer, stored=self.stored) as group:
             return self._poll_feeds([feeds], group, stop)
 
     def _poll_feeds(self, batches: Iterable[Sequence[FeedState]], group: _Group,
@@ -204,6 +207,11 @@ class Poller:
                     self.store.release_feed(unpolled.id)
                 by_id.clear()
                 break
+            if parsing:
+                # Documents the pool has parsed meanwhile are stored now, not when the next
+                # document arrives: in a warm cycle that is the end of the cycle, and their
+                # alerts would wait for it (issue 7, time to Slack).
+                outcomes += self._store_parsed(parsing, stop, group, block=False)
             if isinstance(fetched, FetchResult) and fetched.not_modified:
                 unchanged.append((feed.id, self._answered(feed, fetched, self.clock(), None)))
                 outcomes.append(self._record(
@@ -455,9 +463,11 @@ class _Group:
 
     GROUP_SECONDS = 0.25
 
-    def __init__(self, store: Store, *, enabled: bool) -> None:
+    def __init__(self, store: Store, *, enabled: bool,
+                 stored: Callable[[], None] | None = None) -> None:
         self._store = store
         self._enabled = enabled
+        self._stored = stored  # told after each commit (or each feed, when not grouping)
         self._open: contextlib.ExitStack | None = None
         self._since = 0.0
 
@@ -468,6 +478,8 @@ class _Group:
         if self._open is not None:
             stack, self._open = self._open, None
             stack.__exit__(*exc)  # commit, or roll back on an exception
+            if exc[0] is None and self._stored is not None:
+                self._stored()
 
     def join(self) -> None:
         """Open the group (if on, and not open) before a store call."""
@@ -477,13 +489,19 @@ class _Group:
             self._open, self._since = stack, time.monotonic()
 
     def tick(self) -> None:
-        if self._open is not None and time.monotonic() - self._since >= self.GROUP_SECONDS:
+        """After a feed's poll."""
+        if not self._enabled:
+            if self._stored is not None:
+                self._stored()  # each feed committed its own transaction
+        elif self._open is not None and time.monotonic() - self._since >= self.GROUP_SECONDS:
             self.commit()
 
     def commit(self) -> None:
         if self._open is not None:
             stack, self._open = self._open, None
             stack.close()
+            if self._stored is not None:
+                self._stored()
 
 
 def _unique(items: Iterable[Entry]) -> list[Entry]:

@@ -16,9 +16,11 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.app import App
-from bot.errors import StorageError
+from bot.errors import ConfigError, StorageError
 from bot.httpd import serving
 from bot.metrics import REGISTRY, StateCollector
+from bot.model import RuleStatus, Severity
+from bot.store.outbox import severity_rank
 from bot.store.retention import prune_entry_text
 
 log = logging.getLogger(__name__)
@@ -33,26 +35,32 @@ class Service:
         self.app = app
         self.stop = stop
         # A poll cycle's alerts go out in one delivery pass at its end, so that flood
-        # control (max_alerts_per_cycle) counts per cycle; the periodic delivery job (for
-        # retries) stands aside while a cycle runs. One delivery loop at a time.
+        # control (max_alerts_per_cycle) counts per cycle — but for those no later alert
+        # can displace, posted while it runs (_EarlyDelivery); the periodic delivery job
+        # (for retries) stands aside while a cycle runs. One delivery loop at a time.
         self._cycle_running = threading.Event()
         self._delivering = threading.Lock()
 
     def poll_job(self) -> None:
         self.app.rules.refresh()
         self.app.feeds.refresh()
+        posted: dict[str, int] = {}  # the cycle's top-level alerts per channel
         self._cycle_running.set()
-        try:
-            outcomes = self.app.poller.cycle(stop=self.stop)
-        finally:
-            self._cycle_running.clear()
-        if outcomes:
-            failed = sum(1 for o in outcomes if o.result == "failed")
-            log.info("cycle polled=%d failed=%d", len(outcomes), failed)
-        if any(o.alerts or o.new or o.changed for o in outcomes):
-            # New or changed entries may have written alerts, thread replies or updates.
-            with self._delivering:
-                self.app.deliverer.deliver_due(stop=self.stop.is_set)
+        with self._delivering:
+            early = _EarlyDelivery(self.app, _top_ranks(self.app), posted, self.stop)
+            self.app.poller.stored = early.wake
+            try:
+                outcomes = self.app.poller.cycle(stop=self.stop)
+            finally:
+                self.app.poller.stored = None
+                early.finish()
+                self._cycle_running.clear()
+            if outcomes:
+                failed = sum(1 for o in outcomes if o.result == "failed")
+                log.info("cycle polled=%d failed=%d", len(outcomes), failed)
+            if any(o.alerts or o.new or o.changed for o in outcomes):
+                # New or changed entries may have written alerts, thread replies or updates.
+                self.app.deliverer.deliver_due(stop=self.stop.is_set, posted=posted)
         if self.app.ops is not None:
             self.app.ops.announce()  # stale, silent, gone, recovered: once each
 
@@ -76,6 +84,65 @@ class Service:
                 stop=lambda: self.stop.is_set() or self._cycle_running.is_set())
         finally:
             self._delivering.release()
+
+
+def _top_ranks(app: App) -> dict[str, int]:
+    """Each channel's most severe level that its rules in force can post (flood control's
+    rank): the alerts of that level cannot be displaced by anything later in a cycle."""
+    top: dict[str, int] = {}
+    try:
+        routes = app.poller.routing.routes(app.rules())
+    except ConfigError:
+        return top  # the cycle reports it; nothing is posted early
+    for route in routes.values():
+        if route.status is RuleStatus.EXPERIMENTAL or route.rule.severity is Severity.LOW:
+            continue  # digest only (bot.decide.plan_alerts)
+        for channel in route.channels:
+            top[channel] = max(top.get(channel, 0), severity_rank(route.rule.severity))
+    return top
+
+
+class _EarlyDelivery:
+    """A poll cycle's alerts that flood control posts whatever the rest of the cycle brings
+    (the most severe level, within the cap) go out while the cycle runs, on this thread,
+    each time the poller commits (``Poller.stored``); the rest wait for the delivery pass at
+    the cycle's end, which counts these against the cap (issue 7: a new item's alert no
+    longer waits for a whole cycle of conditional GETs)."""
+
+    def __init__(self, app: App, top: dict[str, int], posted: dict[str, int],
+                 stop: threading.Event) -> None:
+        self._app = app
+        self._top = top
+        self._posted = posted
+        self._stop = stop
+        self._woken = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="early-delivery", daemon=True)
+        if top:
+            self._thread.start()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def finish(self) -> None:
+        """Let a pass in progress end, then stop (the cycle's closing pass follows)."""
+        self._done = True
+        self._woken.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._woken.wait()
+            self._woken.clear()
+            if self._done or self._stop.is_set():
+                return
+            try:
+                self._app.deliverer.deliver_sure(
+                    self._top, self._posted,
+                    stop=lambda: self._done or self._stop.is_set())
+            except Exception:  # the closing pass delivers whatever this one did not
+                log.exception("early delivery failed; the cycle's delivery pass follows")
 
 
 def health(app: App, scheduler: BackgroundScheduler) -> tuple[bool, dict[str, Any]]:

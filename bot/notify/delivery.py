@@ -11,14 +11,17 @@ message twice leaves it as editing it once.
 Flood control: in one pass (``deliver_due``, run after each poll cycle) a channel gets at
 most ``flood_cap`` top-level alerts, the most severe first; the rest are folded into one
 summary message that lists them, and each is recorded as delivered with it. Thread replies
-and updates are not counted: they do not reach the channel's main view.
+and updates are not counted: they do not reach the channel's main view. While a cycle runs,
+``deliver_sure`` posts the alerts that such a pass would post whatever else the cycle brings
+(the most severe level a channel's rules can raise, oldest first, within the cap); the
+closing pass is given their count (``posted``), so the cycle's cap and order hold.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -105,12 +108,36 @@ class Deliverer:
             return None
         return found if isinstance(found, Sent) else None
 
-    def deliver_due(self, *, wait: float = 0.0, stop: Callable[[], bool] = lambda: False
-                    ) -> DeliveryReport:
-        """Post every due message: one pass. With ``wait`` > 0, also wait (up to that many
-        seconds from now) for retries that fall due, e.g. a 429's Retry-After."""
+    def deliver_sure(self, top: Mapping[str, int], posted: dict[str, int], *,
+                     stop: Callable[[], bool] = lambda: False) -> DeliveryReport:
+        """Post, before a poll cycle ends, the top-level alerts that flood control posts
+        whatever the rest of the cycle brings (``Store.sure_alerts``: the most severe level
+        a channel's rules can raise, oldest first, within the cap). ``top`` ranks each
+        channel's most severe rule; ``posted`` counts the cycle's top-level alerts per
+        channel and is shared with the cycle's closing ``deliver_due``, so that a channel
+        still gets at most ``flood_cap`` in the cycle, the most severe first."""
         report = DeliveryReport()
-        posted: dict[str, int] = {}  # top-level alerts per channel in this pass
+        room = None if self.flood_cap <= 0 else {
+            channel: max(self.flood_cap - posted.get(channel, 0), 0) for channel in top}
+        sure = self.store.sure_alerts(self.clock(), top, room)
+        if not sure or stop():
+            return report
+        for message in self.store.claim_alerts(self.clock(), limit=len(sure), only=sure):
+            if stop():
+                self.store.mark_retry(message.id, at=self.clock(),
+                                       error="paused; posted on the next pass")
+                continue
+            if self._deliver_one(message, report) and type(message) is Alert:
+                posted[message.channel] = posted.get(message.channel, 0) + 1
+        return report
+
+    def deliver_due(self, *, wait: float = 0.0, stop: Callable[[], bool] = lambda: False,
+                    posted: dict[str, int] | None = None) -> DeliveryReport:
+        """Post every due message: one pass. With ``wait`` > 0, also wait (up to that many
+        seconds from now) for retries that fall due, e.g. a 429's Retry-After. ``posted``:
+        top-level alerts already posted per channel in this pass (by ``deliver_sure``)."""
+        report = DeliveryReport()
+        posted = {} if posted is None else posted  # top-level alerts per channel, this pass
         deadline = self.clock() + timedelta(seconds=wait)
         while not stop():
             if self.flood_cap > 0:

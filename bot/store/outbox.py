@@ -224,16 +224,18 @@ class OutboxRepo:
 
     # ---------------------------------------------------------------- delivering
 
-    def claim_alerts(self, now: datetime, limit: int = 100) -> list[Message]:
+    def claim_alerts(self, now: datetime, limit: int = 100,
+                     only: Collection[int] | None = None) -> list[Message]:
         """Move due, claimable rows to ``sending`` (attempts + 1) and return them, oldest
-        first. Nothing is sent that was not first committed: the claim is its own
-        transaction."""
+        first; ``only`` these rows when given. Nothing is sent that was not first committed:
+        the claim is its own transaction."""
         parent = aliased(alerts)
         claimed: list[int] = []
+        which = [] if only is None else [alerts.c.id.in_(sorted(only))]
         with self._begin() as conn:
             ids = list(conn.execute(
                 select(alerts.c.id).outerjoin(parent, parent.c.id == alerts.c.parent_id)
-                .where(_claimable(parent), alerts.c.next_attempt_at <= now)
+                .where(_claimable(parent), alerts.c.next_attempt_at <= now, *which)
                 .order_by(alerts.c.id).limit(limit)).scalars())
             for alert_id in ids:
                 result = conn.execute(
@@ -266,6 +268,32 @@ class OutboxRepo:
                 .outerjoin(parent, parent.c.id == alerts.c.parent_id)
                 .where(_claimable(parent))).scalar_one()
         return value if isinstance(value, datetime) else None
+
+    def sure_alerts(self, now: datetime, top: Mapping[str, int],
+                    room: Mapping[str, int] | None) -> list[int]:
+        """The due top-level alerts that flood control posts whatever a pass brings next
+        (``fold_flood`` keeps the most severe, then oldest): in each channel of ``top``, the
+        oldest of the most severe level there — the highest of ``top[channel]`` (the rank
+        its rules can raise) and of the alerts waiting — as many as its ``room`` (the cap
+        less what the pass has posted there); every due one when ``room`` is None (no
+        flood control)."""
+        with self._begin() as conn:
+            rows = conn.execute(
+                select(alerts.c.id, alerts.c.channel, alerts.c.rules)
+                .where(alerts.c.status == PENDING, alerts.c.kind == Kind.ALERT.value,
+                       alerts.c.summary_id.is_(None), alerts.c.parent_id.is_(None),
+                       alerts.c.next_attempt_at <= now, alerts.c.channel.in_(sorted(top)))
+                .order_by(alerts.c.id)).all()
+        if room is None:
+            return [r.id for r in rows]
+        by_channel: dict[str, list[tuple[int, int]]] = {}
+        for r in rows:
+            by_channel.setdefault(r.channel, []).append((_severity_rank(r.rules), r.id))
+        sure: list[int] = []
+        for channel, waiting in by_channel.items():
+            level = max(top[channel], *(rank for rank, _ in waiting))
+            sure += [i for rank, i in waiting if rank == level][:room.get(channel, 0)]
+        return sorted(sure)
 
     def fold_flood(self, now: datetime, cap: int, posted: Mapping[str, int]) -> list[int]:
         """Flood control: where more due top-level alerts wait for a channel than it may still
@@ -449,6 +477,11 @@ def _posted(row: Any) -> Posted | None:
 
 
 _RANK = {s.value: s.rank for s in Severity}
+
+
+def severity_rank(severity: str) -> int:
+    """A severity's place in flood control's order (higher first); 0 for an unknown one."""
+    return _RANK.get(severity, 0)
 
 
 def _severity_rank(rules: Any) -> int:
