@@ -32,6 +32,12 @@ class RuleRoute:
     status: RuleStatus
     channels: tuple[str, ...]
 
+    @property
+    def posts(self) -> bool:
+        """Whether its matches reach Slack: experimental and low-severity rules go to the
+        digest only."""
+        return self.status is not RuleStatus.EXPERIMENTAL and self.rule.severity is not Severity.LOW
+
 
 @dataclass(frozen=True, slots=True)
 class PlannedAlert:
@@ -131,7 +137,7 @@ def plan_alerts(
         route = routes.get(match.rule_id)
         if route is None or match.rule_id in before:
             continue
-        if route.status is RuleStatus.EXPERIMENTAL or route.rule.severity is Severity.LOW:
+        if not route.posts:
             continue
         for channel in route.channels:
             by_channel.setdefault(channel, []).append((route.rule, match))

@@ -19,8 +19,6 @@ from bot.app import App
 from bot.errors import ConfigError, StorageError
 from bot.httpd import serving
 from bot.metrics import REGISTRY, StateCollector
-from bot.model import RuleStatus, Severity
-from bot.store.outbox import severity_rank
 from bot.store.retention import prune_entry_text
 
 log = logging.getLogger(__name__)
@@ -95,10 +93,10 @@ def _top_ranks(app: App) -> dict[str, int]:
     except ConfigError:
         return top  # the cycle reports it; nothing is posted early
     for route in routes.values():
-        if route.status is RuleStatus.EXPERIMENTAL or route.rule.severity is Severity.LOW:
-            continue  # digest only (bot.decide.plan_alerts)
+        if not route.posts:
+            continue  # digest only
         for channel in route.channels:
-            top[channel] = max(top.get(channel, 0), severity_rank(route.rule.severity))
+            top[channel] = max(top.get(channel, 0), route.rule.severity.rank)
     return top
 
 

@@ -122,13 +122,8 @@ class Deliverer:
         sure = self.store.sure_alerts(self.clock(), top, room)
         if not sure or stop():
             return report
-        for message in self.store.claim_alerts(self.clock(), limit=len(sure), only=sure):
-            if stop():
-                self.store.mark_retry(message.id, at=self.clock(),
-                                       error="paused; posted on the next pass")
-                continue
-            if self._deliver_one(message, report) and type(message) is Alert:
-                posted[message.channel] = posted.get(message.channel, 0) + 1
+        self._deliver_claimed(self.store.claim_alerts(self.clock(), limit=len(sure), only=sure),
+                              report, posted, stop)
         return report
 
     def deliver_due(self, *, wait: float = 0.0, stop: Callable[[], bool] = lambda: False,
@@ -144,13 +139,7 @@ class Deliverer:
                 for summary_id in self.store.fold_flood(self.clock(), self.flood_cap, posted):
                     log.info("delivery flood control: summary=%d", summary_id)
             claimed = self.store.claim_alerts(self.clock(), limit=self.batch)
-            for message in claimed:
-                if stop():
-                    self.store.mark_retry(message.id, at=self.clock(),
-                                           error="paused; posted on the next pass")
-                    continue
-                if self._deliver_one(message, report) and type(message) is Alert:
-                    posted[message.channel] = posted.get(message.channel, 0) + 1
+            self._deliver_claimed(claimed, report, posted, stop)
             if claimed:
                 continue
             due = self.store.next_alert_due()
@@ -158,6 +147,18 @@ class Deliverer:
                 break
             self.sleep(max((due - self.clock()).total_seconds(), 0.0))
         return report
+
+    def _deliver_claimed(self, claimed: list[Message], report: DeliveryReport,
+                         posted: dict[str, int], stop: Callable[[], bool]) -> None:
+        """Post claimed rows in order, counting top-level alerts per channel in ``posted``;
+        after ``stop``, the rest go back to pending, due at once."""
+        for message in claimed:
+            if stop():
+                self.store.mark_retry(message.id, at=self.clock(),
+                                       error="paused; posted on the next pass")
+                continue
+            if self._deliver_one(message, report) and type(message) is Alert:
+                posted[message.channel] = posted.get(message.channel, 0) + 1
 
     def _deliver_one(self, message: Message, report: DeliveryReport) -> bool:
         kind = _kind(message)

@@ -479,11 +479,6 @@ def _posted(row: Any) -> Posted | None:
 _RANK = {s.value: s.rank for s in Severity}
 
 
-def severity_rank(severity: str) -> int:
-    """A severity's place in flood control's order (higher first); 0 for an unknown one."""
-    return _RANK.get(severity, 0)
-
-
 def _severity_rank(rules: Any) -> int:
     return max((_RANK.get(r.get("severity"), 0) for r in rules or ()), default=0)
 
