@@ -24,6 +24,11 @@ from bot.store.retention import prune_entry_text
 log = logging.getLogger(__name__)
 
 DELIVER_EVERY_SECONDS = 5
+# How often the main thread wakes while it waits for a stop. Python runs a signal handler on
+# the main thread, but the kernel may deliver SIGTERM to any thread (the web console's event
+# loop, a fetch worker); the main thread then sleeps on in an untimed wait and never runs the
+# handler. A timed wait wakes it to run the handler within this delay.
+_STOP_CHECK_SECONDS = 0.5
 
 
 class Service:
@@ -209,7 +214,8 @@ def run_service(app: App, stop: threading.Event, *, http: str | None = None) -> 
             if http is not None:
                 watch_state(app)
                 stack.enter_context(serving(http, lambda: health(app, scheduler)))
-            stop.wait()
+            while not stop.wait(_STOP_CHECK_SECONDS):
+                pass
     finally:
         log.info("stopping: letting running jobs finish")
         scheduler.shutdown(wait=True)

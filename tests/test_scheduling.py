@@ -345,3 +345,60 @@ def test_validators_sent_with_a_304_replace_the_stored_ones(
     clock.advance(hours=1)
     bot.poller.cycle()
     assert feed_server.requests[-1].headers["if-none-match"] == '"v2"'
+
+
+# -- stopping ------------------------------------------------------------------------------
+
+
+def test_a_sigterm_that_lands_on_another_thread_still_stops_the_service(
+    settings: Settings, feed_server: FeedServer
+) -> None:
+    """The kernel may hand a process's SIGTERM to any of its threads; Python runs the handler
+    on the main thread only, which must not sleep through it (CI saw `run --web` hang so)."""
+    import logging
+    import signal
+    import threading
+
+    from bot.scheduler import run_service
+
+    feed_server.serve("/feed.xml", rss([]))
+    stop = threading.Event()
+    handled: list[int] = []
+    running = threading.Event()
+    fell_back: list[bool] = []
+
+    class Running(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("policybot running"):
+                running.set()
+
+    def handle(signum: int, _frame: object) -> None:
+        handled.append(signum)
+        stop.set()
+
+    def signal_from_a_worker_thread() -> None:
+        running.wait()
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        # A safety limit, not a synchronisation: without it a regression hangs the suite.
+        if not stop.wait(60):
+            fell_back.append(True)
+            stop.set()
+
+    watcher, logger = Running(), logging.getLogger("bot.scheduler")
+    level = logger.level
+    logger.addHandler(watcher)
+    logger.setLevel(logging.INFO)
+    previous = signal.signal(signal.SIGTERM, handle)
+    sender = threading.Thread(target=signal_from_a_worker_thread)
+    try:
+        sender.start()
+        with open_app(settings) as app:
+            run_service(app, stop)
+    finally:
+        running.set()
+        sender.join()
+        signal.signal(signal.SIGTERM, previous)
+        logger.removeHandler(watcher)
+        logger.setLevel(level)
+    assert handled == [signal.SIGTERM]
+    assert not fell_back, "the main thread slept through a SIGTERM handled on another thread"
