@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-import selectors
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -161,22 +163,114 @@ def test_db_upgrade_reports_the_revision(env: dict[str, str]) -> None:
     assert f"at revision {head_revision()}" in result.stdout
 
 
+_pumps: weakref.WeakKeyDictionary[object, queue.Queue[str | None]] = weakref.WeakKeyDictionary()
+_pumps_lock = threading.Lock()
+_activity = threading.Condition()  # notified at every line any child writes
+
+
+def _lines_of(stream: object) -> queue.Queue[str | None]:
+    """The lines of a child's output stream, read on a thread of their own (None at the end).
+
+    Reading on a thread, rather than waiting on a selector, never misses a line that a
+    buffered ``readline`` had already read ahead, and keeps the pipe drained, so that a child
+    still logging while the test does something else never blocks on a full pipe."""
+    with _pumps_lock:
+        lines = _pumps.get(stream)
+        if lines is None:
+            lines = _pumps[stream] = queue.Queue()
+            threading.Thread(target=_pump, args=(stream, lines), daemon=True).start()
+    return lines
+
+
+def _pump(stream: object, lines: queue.Queue[str | None]) -> None:
+    try:
+        for line in stream:  # type: ignore[attr-defined]
+            with _activity:
+                lines.put(line)
+                _activity.notify_all()
+    except (OSError, ValueError):  # closed under us when the test kills the child
+        pass
+    with _activity:
+        lines.put(None)
+        _activity.notify_all()
+
+
 def read_until(stream: object, wanted: Callable[[str], bool], limit: float = 60.0) -> str:
     """Read lines until one satisfies ``wanted`` (a safety limit, not a synchronisation)."""
-    selector = selectors.DefaultSelector()
-    selector.register(stream, selectors.EVENT_READ)  # type: ignore[arg-type]
+    lines = _lines_of(stream)
     seen: list[str] = []
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=deadline - time.monotonic()):
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
             break
-        line = stream.readline()  # type: ignore[attr-defined]
-        if not line:
+        if line is None:
+            lines.put(None)  # the end, for the next reader too
             break
         seen.append(line)
         if wanted(line):
             return "".join(seen)
     raise AssertionError("never saw the expected line; got:\n" + "".join(seen))
+
+
+def follow_until(streams: Sequence[object], done: Callable[[], bool],
+                 limit: float = 120.0) -> None:
+    """Follow several children's output until ``done()`` holds, checking it at every line
+    any of them writes; a safety limit of ``limit`` seconds without a line, not a
+    synchronisation."""
+    queues = [_lines_of(stream) for stream in streams]
+    with _activity:
+        while not done():
+            read = ended = 0
+            for lines in queues:
+                while True:
+                    try:
+                        line = lines.get_nowait()
+                    except queue.Empty:
+                        break
+                    if line is None:
+                        lines.put(None)
+                        ended += 1
+                        break
+                    read += 1
+            if read:
+                continue
+            assert ended < len(queues), "every child exited"
+            assert _activity.wait(limit), f"no child wrote a line for {limit:g} s"
+
+
+def read_rest(stream: object, limit: float = 60.0) -> str:
+    """Every line to the end of ``stream`` (the child exits), after what was read before."""
+    lines = _lines_of(stream)
+    seen: list[str] = []
+    deadline = time.monotonic() + limit
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            lines.put(None)
+            return "".join(seen)
+        seen.append(line)
+    raise AssertionError("the output did not end; got:\n" + "".join(seen))
+
+
+def test_read_until_sees_a_line_that_arrived_with_the_one_before() -> None:
+    """The helper above: two lines in one write, then silence until the child is told to
+    exit (a selector on the buffered stream waited for the limit here)."""
+    script = "import sys; sys.stderr.write('one\\ntwo\\n'); sys.stderr.flush(); sys.stdin.read()"
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as child:
+        try:
+            assert read_until(child.stderr, lambda line: line == "one\n") == "one\n"
+            assert read_until(child.stderr, lambda line: line == "two\n", limit=30) == "two\n"
+            child.stdin.close()  # type: ignore[union-attr]
+            assert read_rest(child.stderr) == ""
+        finally:
+            if child.poll() is None:
+                child.kill()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -190,7 +284,7 @@ def test_run_polls_delivers_and_stops_cleanly_on_a_signal(
             read_until(process.stderr,
                        lambda line: "delivery alert=2" in line and "sent" in line)
             process.send_signal(signum)
-            tail = process.stderr.read()  # type: ignore[union-attr]
+            tail = read_rest(process.stderr)
             assert process.wait(timeout=60) == 0
         finally:
             if process.poll() is None:

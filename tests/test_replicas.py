@@ -8,7 +8,6 @@ expires, and every expected alert reaches Slack exactly once.
 from __future__ import annotations
 
 import os
-import selectors
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 from conftest import ROOT
 from fakeslack import FakeSlack
 from feedserver import FeedServer, Gate, Item, rss
-from test_cli import read_until
+from test_cli import follow_until, read_until
 
 FEEDS = 12
 
@@ -98,13 +97,4 @@ def test_replicas_on_postgres_share_feeds_and_survive_a_sigkill(
 def read_until_posts(fake: FakeSlack, n: int, processes: list[subprocess.Popen[str]]) -> None:
     """Follow every replica's log (whichever writes) until the fake Slack holds ``n`` alerts;
     a safety limit of two minutes without any log line, not a synchronisation by sleeping."""
-    selector = selectors.DefaultSelector()
-    for process in processes:
-        selector.register(process.stderr, selectors.EVENT_READ)  # type: ignore[arg-type]
-    while len(fake.posts) < n:
-        ready = selector.select(timeout=120)
-        assert ready, f"no replica wrote a log line for 2 minutes; {len(fake.posts)} posts"
-        for key, _ in ready:
-            if not key.fileobj.readline():  # type: ignore[union-attr]
-                selector.unregister(key.fileobj)
-        assert selector.get_map(), "every replica exited"
+    follow_until([p.stderr for p in processes], lambda: len(fake.posts) >= n)
