@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-bench bench-match  ## benchmarks; figures go to bench/
 	$(BIN)/python bench/poll.py --peers --latency 0.1 --feeds 500
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/fetch.py
+	$(BIN)/python bench/parse.py
 	$(BIN)/python bench/decompress.py
 
 bench-match: $(VENV)/.installed-bench  ## rule matching: compiled engine vs per-rule re
