@@ -24,10 +24,11 @@ from bot.store.retention import prune_entry_text
 log = logging.getLogger(__name__)
 
 DELIVER_EVERY_SECONDS = 5
-# How often the main thread wakes while it waits for a stop. Python runs a signal handler on
-# the main thread, but the kernel may deliver SIGTERM to any thread (the web console's event
-# loop, a fetch worker); the main thread then sleeps on in an untimed wait and never runs the
-# handler. A timed wait wakes it to run the handler within this delay.
+# How often the main thread wakes while it waits (for a stop, then for running jobs to
+# finish). Python runs a signal handler on the main thread, but the kernel may deliver
+# SIGTERM to any thread (the web console's event loop, a fetch worker); the main thread
+# then sleeps on in an untimed wait and never runs the handler. A timed wait wakes it to
+# run the handler within this delay.
 _STOP_CHECK_SECONDS = 0.5
 
 
@@ -217,6 +218,12 @@ def run_service(app: App, stop: threading.Event, *, http: str | None = None) -> 
             while not stop.wait(_STOP_CHECK_SECONDS):
                 pass
     finally:
-        log.info("stopping: letting running jobs finish")
-        scheduler.shutdown(wait=True)
+        log.info("stopping: letting running jobs finish (Ctrl-C again to stop at once)")
+        # On a thread, so that this one goes on running signal handlers (a second signal
+        # stops at once: bot.cli.service) while jobs finish; see _STOP_CHECK_SECONDS.
+        stopping = threading.Thread(target=scheduler.shutdown, kwargs={"wait": True},
+                                    name="stopping")
+        stopping.start()
+        while stopping.is_alive():
+            stopping.join(_STOP_CHECK_SECONDS)
         log.info("stopped")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from fakeslack import FakeSlack
-from feedserver import FeedServer, Item, atom, rss
+from feedserver import FeedServer, Gate, Item, atom, rss
 from typer.testing import CliRunner
 
 from bot.cli import app, walk_commands
@@ -291,6 +291,61 @@ def test_run_polls_delivers_and_stops_cleanly_on_a_signal(
                 process.kill()
     assert "stopped" in tail
     assert len(fake_slack.posts) == 2
+
+
+def test_a_second_signal_stops_at_once_and_loses_nothing(
+    env: dict[str, str], fake_slack: FakeSlack, feed_server: FeedServer
+) -> None:
+    """The first SIGTERM waits for running work — here a fetch the feed server holds — and
+    a second one stops at once, as a crash would; the next run picks the work up again."""
+    gate = Gate(open_at=None, timeout=120)
+    when = datetime.now(UTC) - timedelta(hours=1)
+    feed_server.gated("/slow.xml", rss([Item(
+        title="UK, Japan and Italy sign GCAP workshare deal", guid="gcap-slow",
+        link="https://example.org/gcap-slow", published=when)]), gate)
+    rules = Path(env["POLICYBOT_RULES_DIR"])
+    with (rules / "feeds.yaml").open("a", encoding="utf-8") as feeds:
+        feeds.write(f"  - {{name: slow, url: 'http://{feed_server.netloc}/slow.xml'}}\n")
+    env = env | {"POLICYBOT_FETCH_TIMEOUT": "100", "POLICYBOT_FETCH_DEADLINE": "110"}
+    try:
+        with subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) as process:
+            try:
+                assert gate.wait_for_waiting(1, timeout=60), "the slow feed was never fetched"
+                process.send_signal(signal.SIGTERM)
+                read_until(process.stderr, lambda line: "stopping: letting running jobs" in line)
+                assert process.poll() is None, "the first signal waits for the held fetch"
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=60) == 128 + signal.SIGTERM
+                tail = read_rest(process.stderr)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+    finally:
+        gate.open()
+    assert "received SIGTERM again: stopping now" in tail
+    assert "stopped" not in tail
+    # Nothing lost: the slow feed stored nothing and stays claimed until its lease ends, as
+    # after a crash; once it has ended (moved to now here), the next poll takes it.
+    from sqlalchemy import select, update
+
+    from bot.store import make_engine
+    from bot.store.tables import entries, feeds
+
+    engine = make_engine(env["POLICYBOT_DATABASE_URL"])
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(select(entries.c.id).where(
+                entries.c.key == "gcap-slow")).first() is None
+            assert conn.execute(update(feeds).where(feeds.c.lease_until.is_not(None))
+                                .values(lease_until=datetime.now(UTC))).rowcount >= 1
+    finally:
+        engine.dispose()
+    result = policybot(env, "poll")
+    assert result.returncode == 0, result.stderr
+    keys = [p.metadata["event_payload"]["entry_key"] for p in fake_slack.posts if p.metadata]
+    assert keys.count("gcap-slow") == 1
 
 
 def test_every_command_has_help() -> None:
