@@ -317,8 +317,12 @@ class StoryIndex:
     def __init__(self, reports: Iterable[Report] = ()) -> None:
         self._by_id: dict[int, _Thread] = {}
         self._count: dict[str, int] = {}
-        self._links: dict[tuple[str, str], list[_Thread]] = {}
-        self._titles: dict[tuple[str, tuple[str, ...], str], list[_Thread]] = {}
+        # Keyed by the hash of (channel, link) and of (channel, numbers, word), and holding
+        # one thread or a list of them: a cycle files tens of thousands of reports, many
+        # under keys of their own, and these two dicts were most of the poller's memory
+        # (issue 7, peak RSS). A collision only adds a candidate, which same_story checks.
+        self._links: dict[int, _Thread | list[_Thread]] = {}
+        self._titles: dict[int, _Thread | list[_Thread]] = {}
         self.add(reports)
 
     def add(self, reports: Iterable[Report]) -> None:
@@ -345,21 +349,38 @@ class StoryIndex:
         thread.reports.append(report)
         link = story_link(report.link)
         if link is not None:
-            self._links.setdefault((report.channel, link), []).append(thread)
+            _file_under(self._links, hash((report.channel, link)), thread)
         for digits, word in _title_keys(report.title):
-            self._titles.setdefault((report.channel, digits, word), []).append(thread)
+            _file_under(self._titles, hash((report.channel, digits, word)), thread)
 
     def candidates(self, channel: str, link: str | None,
                    title_keys: Sequence[tuple[tuple[str, ...], str]]) -> list[_Thread]:
         """The threads that may hold the story (a superset), oldest first."""
         found: dict[int, _Thread] = {}
         if link is not None:
-            for thread in self._links.get((channel, link), ()):
+            for thread in _filed_under(self._links, hash((channel, link))):
                 found[thread.order] = thread
         for digits, word in title_keys:
-            for thread in self._titles.get((channel, digits, word), ()):
+            for thread in _filed_under(self._titles, hash((channel, digits, word))):
                 found[thread.order] = thread
         return [found[k] for k in sorted(found)]
+
+
+def _file_under(index: dict[int, _Thread | list[_Thread]], key: int, thread: _Thread) -> None:
+    found = index.get(key)
+    if found is None:
+        index[key] = thread
+    elif isinstance(found, list):
+        found.append(thread)
+    else:
+        index[key] = [found, thread]
+
+
+def _filed_under(index: dict[int, _Thread | list[_Thread]], key: int) -> Sequence[_Thread]:
+    found = index.get(key)
+    if found is None:
+        return ()
+    return found if isinstance(found, list) else (found,)
 
 
 class _Planning:
