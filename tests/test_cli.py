@@ -197,6 +197,17 @@ def _pump(stream: object, lines: queue.Queue[str | None]) -> None:
 
 def read_until(stream: object, wanted: Callable[[str], bool], limit: float = 60.0) -> str:
     """Read lines until one satisfies ``wanted`` (a safety limit, not a synchronisation)."""
+    return _read(stream, wanted, limit, "never saw the expected line")
+
+
+def read_rest(stream: object, limit: float = 60.0) -> str:
+    """Every line to the end of ``stream`` (the child exits), after what was read before."""
+    return _read(stream, None, limit, "the output did not end")
+
+
+def _read(stream: object, wanted: Callable[[str], bool] | None, limit: float,
+          failure: str) -> str:
+    """Lines up to the first that satisfies ``wanted``, or (None) up to the end."""
     lines = _lines_of(stream)
     seen: list[str] = []
     deadline = time.monotonic() + limit
@@ -207,11 +218,13 @@ def read_until(stream: object, wanted: Callable[[str], bool], limit: float = 60.
             break
         if line is None:
             lines.put(None)  # the end, for the next reader too
+            if wanted is None:
+                return "".join(seen)
             break
         seen.append(line)
-        if wanted(line):
+        if wanted is not None and wanted(line):
             return "".join(seen)
-    raise AssertionError("never saw the expected line; got:\n" + "".join(seen))
+    raise AssertionError(f"{failure}; got:\n" + "".join(seen))
 
 
 def follow_until(streams: Sequence[object], done: Callable[[], bool],
@@ -238,23 +251,6 @@ def follow_until(streams: Sequence[object], done: Callable[[], bool],
                 continue
             assert ended < len(queues), "every child exited"
             assert _activity.wait(limit), f"no child wrote a line for {limit:g} s"
-
-
-def read_rest(stream: object, limit: float = 60.0) -> str:
-    """Every line to the end of ``stream`` (the child exits), after what was read before."""
-    lines = _lines_of(stream)
-    seen: list[str] = []
-    deadline = time.monotonic() + limit
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            lines.put(None)
-            return "".join(seen)
-        seen.append(line)
-    raise AssertionError("the output did not end; got:\n" + "".join(seen))
 
 
 def test_read_until_sees_a_line_that_arrived_with_the_one_before() -> None:
