@@ -10,11 +10,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# bot/rules/_scan.c is built in place by the editable install: a change to it rebuilds.
+NATIVE := bot/rules/_scan.c
+
+$(VENV)/.installed: pyproject.toml $(NATIVE) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml $(NATIVE) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,fast]'
 	@touch $@ $(VENV)/.installed
 
@@ -39,7 +42,7 @@ lint: install-test
 	$(BIN)/ruff check bot tests bench migrations
 	$(BIN)/mypy
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-bench: pyproject.toml $(NATIVE) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,fast,bench]'
 	@touch $@ $(VENV)/.installed $(VENV)/.installed-test
 

@@ -21,6 +21,7 @@ from bot.errors import RuleError
 from bot.model import Entry, Hit
 from bot.rules import RuleLoadError, RuleSet, load_rules
 from bot.rules import query as q
+from bot.rules.engine import Engine
 from bot.rules.ruleset import HitKey, ordered_hit_keys, sorted_hits
 from bot.rules.text import WordIndex, word_numbers
 
@@ -36,10 +37,26 @@ def _bench() -> ModuleType:
 bench = _bench()
 
 
+_PURE: dict[int, tuple[RuleSet, Engine]] = {}
+
+
+def _pure(rules: RuleSet) -> Engine:
+    """The engine without its compiled search (bot/rules/_scan.c), kept per rule set."""
+    found = _PURE.get(id(rules))
+    if found is None or found[0] is not rules:
+        if len(_PURE) > 64:
+            _PURE.clear()
+        found = _PURE[id(rules)] = (rules, Engine(rules.rules, native=False))
+    return found[1]
+
+
 def _agree(rules: RuleSet, entry: Entry, feed: str = "bench", tags: tuple[str, ...] = ()) -> None:
+    """The engine (compiled search where built), the engine searching in Python, and
+    rule-by-rule evaluation all agree."""
     fast = rules.match(entry, feed_name=feed, feed_tags=tags)
     slow = rules.match_slowly(entry, feed_name=feed, feed_tags=tags)
     assert fast == slow, entry
+    assert _pure(rules).match(entry, feed_name=feed, feed_tags=tags) == slow, entry
 
 
 # --- bench/match.py's corpus ---------------------------------------------------------------

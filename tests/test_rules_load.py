@@ -409,6 +409,12 @@ BROKEN = [
         id="unterminated-regex",
     ),
     pytest.param(
+        "osa.yaml", 'id: osa\ntitle: T\nterms:\n  a: [gcap, "\\ud842\\udf9fる"]\nquery: $a\n',
+        (4, 13, "term '\\ud842\\udf9fる' has a lone surrogate: write the character itself "
+                "or its \\U escape"),
+        id="lone-surrogate-from-a-yaml-escape",
+    ),
+    pytest.param(
         "lists/bad.yaml", "- Fiji\n- Tonga\n- Fiji\n",
         (3, 3, "'Fiji' is listed twice in list 'bad' (first on line 1)"),
         id="duplicate-list-entry",

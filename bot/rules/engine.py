@@ -41,12 +41,14 @@ import dataclasses
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import chain, product
 from typing import Any, TypeVar, cast
 
 import ahocorasick_rs
 
 from bot.model import Entry, Hit, Match, field_text
+from bot.rules import native
 from bot.rules.match import (
     AllOf,
     AnyOf,
@@ -146,8 +148,10 @@ _Value = tuple[int, bool, bool, bool, str | None]
 
 @dataclass(frozen=True, slots=True)
 class _Automaton:
-    ac: ahocorasick_rs.AhoCorasick
+    ac: ahocorasick_rs.AhoCorasick | None  # None when the compiled search is in use
     values: list[tuple[_Value, ...]]  # by pattern index
+    # The same keys filed for the compiled search (bot/rules/_scan.c), when it is in use.
+    native: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +381,9 @@ class Engine:
     """All rules' patterns in two automata (case-folded and exact) plus the regexes, every
     rule's query and exclusions as clause bits, and the functions they need."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], *, native: bool = True) -> None:
+        """``native``: use the compiled search when it was built (see bot.rules.native)."""
+        self._native = native
         self.searches: list[_Search] = []
         self._sid_by_key: dict[tuple[str, bool, bool, bool], int] = {}
         self._sid_by_pattern: dict[int, int] = {}
@@ -574,6 +580,12 @@ class Engine:
         if not by_text:
             return None
         keys = list(by_text)
+        values = [tuple(by_text[k]) for k in keys]
+        compiled = native.compiled() if self._native else None
+        if compiled is not None:
+            scanner = compiled.Scanner(keys, values, [_filing(k, v) for k, v in zip(
+                keys, values, strict=True)], _word_bitmap(), is_word_char)
+            return _Automaton(None, values, scanner)
         # A DFA is the fastest automaton to run; past a few tens of thousands of terms its
         # memory grows, and the contiguous NFA is nearly as fast.
         kind = (ahocorasick_rs.Implementation.DFA if len(keys) <= 30_000
@@ -581,7 +593,7 @@ class Engine:
         return _Automaton(
             ahocorasick_rs.AhoCorasick(keys, matchkind=ahocorasick_rs.MatchKind.Standard,
                                        implementation=kind),
-            [tuple(by_text[k]) for k in keys],
+            values,
         )
 
     # --- matching ----------------------------------------------------------------------
@@ -633,12 +645,16 @@ class Engine:
         compared; without it they are skipped (the caller runs the exact pass)."""
         if automaton is None:
             return
+        if automaton.native is not None:
+            automaton.native.search(text, exact_text, fi, scan.spans, scan.fields_of)
+            return
         word = self._word
         spans = scan.spans
         fields_of = scan.fields_of
         bit = 1 << fi
         size = len(text)
         values_of = automaton.values
+        assert automaton.ac is not None
         for index, start, stop in automaton.ac.find_matches_as_indexes(text, overlapping=True):
             for sid, left, right, prefix, exact in values_of[index]:
                 if exact is not None and (exact_text is None
@@ -966,6 +982,40 @@ def _bits(positions: Iterable[int]) -> int:
     for p in ordered:
         flags[p >> 3] |= 1 << (p & 7)
     return int.from_bytes(flags, "little")
+
+
+def _is_word(c: str) -> bool:
+    return c in word_chars() or c > "\uffff" and is_word_char(c)
+
+
+@lru_cache(maxsize=1)
+def _word_bitmap() -> bytes:
+    """The word characters of the BMP as 65,536 bits, for the compiled search."""
+    flags = bytearray(8192)
+    for c in word_chars():
+        code = ord(c)
+        flags[code >> 3] |= 1 << (code & 7)
+    return bytes(flags)
+
+
+_RUN, _PREFIX, _ONE, _TWO = range(4)  # the compiled search's tables (bot/rules/_scan.c)
+
+
+def _filing(key: str, values: tuple[_Value, ...]) -> tuple[int, str]:
+    """Where the compiled search looks a key up. A key that starts with a word character
+    and is left-bounded can only be found where a run of word characters starts: under its
+    first run (the whole text of the run the text has there), or — when a prefix or a key
+    that is not right-bounded ends inside the run — under its text, looked up for each
+    prefix of the run. Any other key is looked up at every position, under its first two
+    characters (or its one)."""
+    if _is_word(key[0]) and all(left for _, left, _, _, _ in values):
+        run = 1
+        while run < len(key) and _is_word(key[run]):
+            run += 1
+        if run < len(key) or all(right and not prefix for _, _, right, prefix, _ in values):
+            return _RUN, key[:run]
+        return _PREFIX, key
+    return (_ONE, key) if len(key) == 1 else (_TWO, key[:2])
 
 
 def _mask(fields: Iterable[str]) -> int:

@@ -71,6 +71,10 @@ def _make_pattern(text: str, case_sensitive: bool, prefix: bool, label: str | No
     shown = text.strip() + ("*" if prefix else "")
     if not norm:
         raise PatternError(f"empty term {shown!r}")
+    if any("\ud800" <= c <= "\udfff" for c in norm):
+        # YAML's "\ud842\udf9f" gives two halves of a character, not the character.
+        raise PatternError(f"term {shown!r} has a lone surrogate: write the character itself "
+                           "or its \\U escape (e.g. \\U00020B9F)")
     if not any(is_word_char(c) or is_unspaced(c) for c in norm):
         raise PatternError(f"term {shown!r} has no letters or digits")
     if prefix:

@@ -1,0 +1,151 @@
+"""The compiled term search (``bot/rules/_scan.c``) against the engine's search in Python.
+
+Both must find exactly the same occurrences — the same spans for the same searches in the
+same fields — on any text: terms that start with word characters and with punctuation,
+prefixes, case-sensitive terms, Japanese, characters beyond the BMP, ligatures and letters
+whose case folding changes the length of the text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_rules_engine_differential import bench
+
+from bot.model import Entry
+from bot.rules import RuleSet, load_rules, native
+from bot.rules.engine import Engine
+
+needs_native = pytest.mark.skipif(not native.available(),
+                                  reason="the compiled search was not built (no C compiler)")
+
+
+def test_the_compiled_search_was_built_where_ci_requires_it() -> None:
+    # .ci/run sets POLICYBOT_REQUIRE_NATIVE=1: there the extension must have been built, so
+    # that the tests below run rather than skip.
+    if os.environ.get("POLICYBOT_REQUIRE_NATIVE") == "1":
+        assert native.available()
+    assert native.compiled() is (None if not native.available() else native._compiled)
+
+
+def test_policybot_native_0_turns_the_compiled_search_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLICYBOT_NATIVE", "0")
+    assert native.compiled() is None
+    rules = _rules(["gcap"])
+    engine = Engine(rules.rules)
+    assert engine._all is not None and engine._all.native is None
+    assert [m.rule_id for m in engine.match(Entry(key="k", title="GCAP"), feed_name="f")] == ["r"]
+
+
+TERMS = [
+    "gcap", "tempest", "storm tempest", "radar*", "coastal radar*", "fighter", "u.k.",
+    "{term: GCAP, case: sensitive}", "{term: Osa, case: sensitive}", "{term: ß, case: sensitive}",
+    "次期戦闘機", "防衛", "防衛省", "の", "日英", "gcap計画", "計画", "ジブチ",
+    "𠮟", "𠮟る", "fiji", "ﬁji", "straße", "é", "e\u0301t", "-led", "#osa", "osa",
+    "r&d", "x", "cafe\u0301", "radars*",
+]
+TOKENS = [
+    "GCAP", "gcap", "Gcaps", "tempest", "Tempest", "Storm  Tempest", "storm\ntempest",
+    "radar", "radars", "Radar", "coastal radars", "fighter", "fighters", "U.K.", "u.k.s",
+    "Osa", "OSA", "osa", "#OSA", "#osa", "次期戦闘機", "防衛省", "防衛", "の", "日英伊のGCAP計画",
+    "ジブチ", "ｼﾞﾌﾞﾁ", "𠮟る", "𠮟", "𝐀𝐁", "Fiji", "ﬁji", "Straße", "STRASSE", "ß", "ẞ",
+    "é", "e\u0301t", "İstanbul", "UK-led", "-led", "R&D", "x", "xx", "x1", "café", "cafe\u0301",
+    "the", ",", ".", " ", "\n", "、", "。", "’", "…", "a\u00adb",
+]
+TEXT = (st.lists(st.sampled_from(TOKENS), max_size=20).map(" ".join)
+        | st.lists(st.sampled_from(TOKENS), max_size=20).map("".join))
+
+
+def _term(text: str) -> str:
+    return text if text.startswith("{") else json.dumps(text, ensure_ascii=False)  # YAML
+
+
+def _rules(terms: list[str]) -> RuleSet:
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "r.yaml").write_text(
+            "id: r\ntitle: R\nterms:\n  a: [" + ", ".join(map(_term, terms)) + "]\n"
+            "query: '$a'\n", encoding="utf-8")
+        return load_rules(Path(tmp))
+
+
+def _engines(rules: RuleSet) -> tuple[Engine, Engine]:
+    return Engine(rules.rules, native=False), Engine(rules.rules, native=True)
+
+
+def _same_scan(reference: Engine, compiled: Engine, entry: Entry) -> None:
+    expected = reference.scan(entry, "f")
+    got = compiled.scan(entry, "f")
+    assert got.spans == expected.spans, entry
+    assert got.fields_of == expected.fields_of, entry
+    assert compiled.match(entry, feed_name="f") == reference.match(entry, feed_name="f")
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=10, unique=True),
+       title=TEXT, content=TEXT)
+def test_the_compiled_search_finds_what_the_python_search_finds(
+        terms: list[str], title: str, content: str) -> None:
+    reference, compiled = _engines(_rules(terms))
+    automata = [a for a in (compiled._all, compiled._exact, compiled._odd) if a is not None]
+    assert automata and all(a.native is not None for a in automata)
+    _same_scan(reference, compiled, Entry(key="k", title=title, content=content))
+
+
+@needs_native
+@pytest.mark.parametrize(("terms", "text", "spans"), [
+    (["gcap"], "GCAP, gcaps and xgcap: gcap", [(0, 4), (23, 27)]),
+    (["radar*"], "Radars radar-guided preradar radar", [(0, 6), (7, 12), (29, 34)]),
+    (["storm tempest"], "storm  tempest storm tempests", [(0, 13)]),
+    (["防衛"], "防衛省の防衛", [(0, 2), (4, 6)]),
+    (["-led"], "UK-led -led", [(2, 6), (7, 11)]),
+    (["aa"], "aaaa aa", [(5, 7)]),
+    (["の"], "ののの", [(0, 1), (1, 2), (2, 3)]),
+    (["𠮟る"], "𠮟る𠮟る", [(0, 2), (2, 4)]),
+])
+def test_the_compiled_search_finds_these_spans(terms: list[str], text: str,
+                                              spans: list[tuple[int, int]]) -> None:
+    reference, compiled = _engines(_rules(terms))
+    entry = Entry(key="k", title=text)
+    scan = compiled.scan(entry, "f")
+    assert sorted(scan.spans.values()) == [spans]  # spans in the normalised text
+    _same_scan(reference, compiled, entry)
+
+
+@needs_native
+def test_the_compiled_search_agrees_on_the_bench_corpus() -> None:
+    rng = random.Random(5)
+    vocab = bench.RealisticVocabulary(rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench.make_realistic_rules(Path(tmp), 150, vocab, random.Random(6))
+        rules = load_rules(Path(tmp))
+    reference, compiled = _engines(rules)
+    found = 0
+    for entry in bench.make_realistic_entries(60, vocab, rng):
+        _same_scan(reference, compiled, entry)
+        found += len(compiled.scan(entry, "f").spans)
+    assert found > 60 * 10  # the corpus is not vacuous
+
+
+@needs_native
+def test_the_scanner_refuses_what_it_cannot_file() -> None:
+    scanner_type = native._compiled.Scanner  # type: ignore[union-attr]
+    bitmap = bytes(8192)
+    with pytest.raises(ValueError, match="8192"):
+        scanner_type(["a"], [((0, True, True, False, None),)], [(0, "a")], b"", bool)
+    with pytest.raises(ValueError, match="does not start its key"):
+        scanner_type(["ab"], [((0, True, True, False, None),)], [(0, "b")], bitmap, bool)
+    with pytest.raises(ValueError, match="wrong length"):
+        scanner_type(["ab"], [((0, False, False, False, None),)], [(3, "a")], bitmap, bool)
+    with pytest.raises(ValueError, match="no such table"):
+        scanner_type(["ab"], [((0, False, False, False, None),)], [(9, "a")], bitmap, bool)
+    with pytest.raises(ValueError, match="differ in length"):
+        scanner_type(["ab"], [], [], bitmap, bool)
