@@ -10,8 +10,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# bot/rules/_scan.c is built in place by the editable install: a change to it rebuilds.
-NATIVE := bot/rules/_scan.c
+# bot/rules/_speedups.c is built in place by the editable install: a change to it rebuilds.
+NATIVE := bot/rules/_speedups.c
 
 $(VENV)/.installed: pyproject.toml $(NATIVE) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .

@@ -50,8 +50,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.model import Entry  # noqa: E402
-from bot.rules import RuleSet, load_rules  # noqa: E402
-from bot.rules.engine import rule_patterns  # noqa: E402
+from bot.rules import RuleSet, load_rules, native  # noqa: E402
+from bot.rules.engine import Engine, rule_patterns  # noqa: E402
 from bot.rules.match import (  # noqa: E402
     AllOf,
     AnyOf,
@@ -330,19 +330,28 @@ def rate(rules: RuleSet, entries: list[Entry]) -> tuple[float, float, float]:
 
 
 STAGES = ("normalise and scan", "decide", "hits and matches")
+COMPILED_STAGES = ("normalise and scan", "decide, hits and matches")
 
 
 def stage_costs(rules: RuleSet, entries: list[Entry]) -> dict[str, float]:
     """Microseconds per entry in each stage of ``Engine.match``, timed entry by entry (the
     engine's own steps, called as ``match`` calls them): where the cost goes, and which part
-    of it grows with the number of rules."""
+    of it grows with the number of rules. With the compiled matcher (bot/rules/_speedups.c)
+    deciding and matching are one call."""
     engine = rules.engine
     clock = time.perf_counter
-    spent = dict.fromkeys(STAGES, 0.0)
+    matcher = engine._matcher
+    spent = dict.fromkeys(STAGES if matcher is None else COMPILED_STAGES, 0.0)
     for entry in entries:
         start = clock()
         scan = engine.scan(entry, "bench")
         scanned = clock()
+        if matcher is not None:
+            matcher.match(scan, engine._admitted(scan.feed_name, scan.feed_tags),
+                          lambda i, scan=scan: engine._match_one(scan, engine.programs[i]))
+            spent["normalise and scan"] += scanned - start
+            spent["decide, hits and matches"] += clock() - scanned
+            continue
         found = engine._decide(scan)
         decided = clock()
         if found:
@@ -351,6 +360,15 @@ def stage_costs(rules: RuleSet, entries: list[Entry]) -> dict[str, float]:
         spent["decide"] += decided - scanned
         spent["hits and matches"] += clock() - decided
     return {stage: seconds / len(entries) * 1e6 for stage, seconds in spent.items()}
+
+
+def python_rate(rules: RuleSet, entries: list[Entry]) -> float:
+    """Entries per second of the engine without its compiled parts (``POLICYBOT_NATIVE=0``)."""
+    engine = Engine(rules.rules, native=False)
+    start = time.perf_counter()
+    for entry in entries:
+        engine.match(entry, feed_name="bench")
+    return len(entries) / (time.perf_counter() - start)
 
 
 def baseline_rate(rules: RuleSet, entries: list[Entry],
@@ -430,11 +448,14 @@ def main() -> None:
     big_rate, big_cpu, big_fired = rate(big, entries)
     print(f"engine, {len(big.rules)} rules: {big_rate:,.0f} entries/s "
           f"({big_cpu:,.0f} by CPU time; {big_fired:.1f} fire per entry)", flush=True)
+    python_big = python_rate(big, entries[: max(1, len(entries) // 4)])
+    print(f"engine without its compiled parts, {len(big.rules)} rules: {python_big:,.0f} "
+          "entries/s", flush=True)
     costs = {len(r.rules): stage_costs(r, entries) for r in (small, big)}
     load_after = os.getloadavg()
     stage_rows = [f"| {stage} | " + " | ".join(f"{c[stage]:.0f}" for c in costs.values())
                   + f" | {costs[len(big.rules)][stage] / costs[len(small.rules)][stage]:.1f}× |"
-                  for stage in STAGES]
+                  for stage in costs[len(big.rules)]]
     totals = [sum(c.values()) for c in costs.values()]
     stage_rows.append("| total | " + " | ".join(f"{t:.0f}" for t in totals)
                       + f" | {totals[-1] / totals[0]:.1f}× |")
@@ -448,6 +469,8 @@ def main() -> None:
          f"{small_rate / base_rate:,.0f}"),
         (f"engine, {len(big.rules)} rules", f"{big_rate:,.0f}", f"{big_cpu:,.0f}",
          f"{big_rate / base_rate:,.0f}"),
+        (f"engine without its compiled parts (`POLICYBOT_NATIVE=0`), {len(big.rules)} rules",
+         f"{python_big:,.0f}", "", f"{python_big / base_rate:,.0f}"),
     ]
     table = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
     command = "python bench/match.py" + ("" if args.corpus == "realistic" else " --corpus shared")
@@ -461,7 +484,8 @@ def main() -> None:
         f"terms; an entry contains {found:.0f} of them, which {links:.0f} rule–term links "
         f"join to {touched:.0f} rules. Loading and compiling {len(big.rules):,} rule files: "
         f"{compile_s:.2f} s. From {len(small.rules)} to {len(big.rules):,} rules the engine "
-        f"costs {small_rate / big_rate:.2f}× per entry.")
+        f"costs {small_rate / big_rate:.2f}× per entry. The engine's compiled parts "
+        f"(bot/rules/_speedups.c) {'are' if native.compiled() else 'are NOT'} in use.")
     report = (
         f"\n{heading}\n\n{textwrap.fill(summary, 92)}\n\n"
         "| matcher | entries/s | entries/s (CPU time) | × baseline |\n"

@@ -41,7 +41,7 @@ _PURE: dict[int, tuple[RuleSet, Engine]] = {}
 
 
 def _pure(rules: RuleSet) -> Engine:
-    """The engine without its compiled search (bot/rules/_scan.c), kept per rule set."""
+    """The engine without its compiled search (bot/rules/_speedups.c), kept per rule set."""
     found = _PURE.get(id(rules))
     if found is None or found[0] is not rules:
         if len(_PURE) > 64:

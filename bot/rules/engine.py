@@ -150,7 +150,7 @@ _Value = tuple[int, bool, bool, bool, str | None]
 class _Automaton:
     ac: ahocorasick_rs.AhoCorasick | None  # None when the compiled search is in use
     values: list[tuple[_Value, ...]]  # by pattern index
-    # The same keys filed for the compiled search (bot/rules/_scan.c), when it is in use.
+    # The same keys filed for the compiled search (bot/rules/_speedups.c), when it is in use.
     native: Any = None
 
 
@@ -462,6 +462,7 @@ class Engine:
                         for i, r in enumerate(rules) if r.feeds]
         self._unscoped = _bits(i * stride for i, r in enumerate(rules) if not r.feeds)
         self._scope_cache: dict[tuple[str, frozenset[str]], int] = {}
+        self._admitted_cache: dict[tuple[str, frozenset[str]], bytes] = {}
         self.fields = _FIELDS_IN[self.fields_used]
         # One automaton over case-folded keys finds every literal; a case-sensitive pattern
         # is then compared with the exact text (the two share offsets when folding keeps the
@@ -472,10 +473,41 @@ class Engine:
         self._regexes = [(sid, s) for sid, s in enumerate(self.searches) if s.pattern.regex]
         self._needs_cs = any(not s.casefold for s in self.searches)
         self._word = word_chars()
+        self._matcher = self._compiled_matcher()
         self._sid_by_pattern.clear()  # compiling is over
         self._kept.clear()
 
     # --- compiling ---------------------------------------------------------------------
+
+    def _compiled_matcher(self) -> Any:
+        """:meth:`_decide` and :meth:`_matches`, compiled (bot/rules/_speedups.c), or None."""
+        compiled = native.compiled() if self._native else None
+        if compiled is None or _new_match is Match or _new_hit is Hit:  # not of that shape
+            return None
+        rules = len(self.programs)
+        stride = self._stride
+
+        def groups(parts: Groups) -> list[tuple[int, list[int]]]:
+            return [(mask, sorted(pids)) for mask, pids in parts]
+
+        def per_rule(bits: int) -> bytes:
+            return bytes(bits >> (i * stride) & 1 for i in range(rules))
+
+        def layer(lay: _Layer, members: int) -> tuple[list[int], int, bytes, bytes]:
+            return lay.slots, lay.neg, per_rule(members), per_rule(lay.exact)
+
+        return compiled.Matcher(
+            stride,
+            [(p.extra is None, groups(p.free),
+              [(condition, groups(parts)) for condition, parts in p.guarded],
+              p.rule_id, p.version, p.test, p.excludes) for p in self.programs],
+            self.pids_of, self.pid_sid, self.pid_label, [s.casefold for s in self.searches],
+            TEXT_FIELDS, Match, Hit,
+            self._init.to_bytes((rules * stride + 7) >> 3, "little"),
+            [[(mask, [shift + p for p in _positions(bits)]) for mask, shift, bits in c]
+             for c in self._contributions],
+            layer(self._query, _bits(i * stride for i in range(rules))),
+            [layer(lay, lay.members) for lay in self._layers])
 
     def sid(self, pattern: Pattern) -> int:
         sid = self._sid_by_pattern.get(id(pattern))  # patterns are shared: a quick way in
@@ -707,8 +739,27 @@ class Engine:
     def match(self, entry: Entry, *, feed_name: str, feed_tags: Iterable[str] = ()) -> list[Match]:
         """Matches of every enabled rule whose scope admits this feed, in rule order."""
         scan = self.scan(entry, feed_name, feed_tags)
+        matcher = self._matcher
+        if matcher is not None:  # _decide and _matches, compiled (bot/rules/_speedups.c)
+            programs = self.programs
+            return matcher.match(  # type: ignore[no-any-return]
+                scan, self._admitted(scan.feed_name, scan.feed_tags),
+                lambda i: self._match_one(scan, programs[i]))
         found = self._decide(scan)
         return self._matches(scan, found) if found else []
+
+    def _admitted(self, feed_name: str, feed_tags: frozenset[str]) -> bytes:
+        """:meth:`_scope` as one byte per rule, for the compiled matcher."""
+        key = (feed_name, feed_tags)
+        admitted = self._admitted_cache.get(key)
+        if admitted is None:
+            mask = self._scope(feed_name, feed_tags)
+            stride = self._stride
+            admitted = bytes(mask >> (i * stride) & 1 for i in range(len(self.programs)))
+            if len(self._admitted_cache) > 4096:  # as _scope's cache
+                self._admitted_cache.clear()
+            self._admitted_cache[key] = admitted
+        return admitted
 
     def _decide(self, scan: Scan) -> int:
         """The rules that match ``scan``, as bits at ``rule index × stride``."""
@@ -757,11 +808,12 @@ class Engine:
         A rule's hits are every occurrence of its patterns found (as pids) outside any
         condition, and of those under an AND inside an OR that holds, and NEAR pairs: rules
         with the same patterns found share one tuple, and a rule with one pattern found
-        shares that pattern's."""
+        shares that pattern's. The common case — a rule whose terms need no condition, one
+        of them found, in its fields — is here; every other goes through
+        :meth:`_match_one`. (The compiled matcher does the same, see :meth:`match`.)"""
         out: list[Match] = []
         append = out.append
         present = scan.pids()
-        cache = scan.hits
         pid_cache = scan._pid_hits
         fields_of = scan.fields_of
         pid_sid = self.pid_sid
@@ -784,26 +836,32 @@ class Engine:
                     if hits is not None and not fields_of[pid_sid[pid]] & ~program.mask:
                         append(new_match(program.rule_id, program.version, hits))
                         continue
-                key = (((program.mask, got),), program.tracked)
-                found_hits = cache.get(key)
-                if found_hits is None:
-                    found_hits = cache[key] = scan.finish(scan.keys(key[0]), program.tracked)
-                append(new_match(program.rule_id, program.version, found_hits))
-                continue
-            parts = tuple((mask, pids & present) for mask, pids in program.free)
-            for condition, groups in program.guarded:
-                if condition(scan):
-                    parts += tuple((mask, pids & present) for mask, pids in groups)
-            extra = program.extra
-            if extra is None:
-                found_hits = cache.get((parts, program.tracked))
-                if found_hits is None:
-                    found_hits = cache[(parts, program.tracked)] = scan.finish(
-                        scan.keys(parts), program.tracked)
-            else:
-                found_hits = scan.finish(extra(scan) + scan.keys(parts), program.tracked)
-            append(new_match(program.rule_id, program.version, found_hits))
+            append(self._match_one(scan, program))
         return out
+
+    def _match_one(self, scan: Scan, program: _Program) -> Match:
+        """The :class:`Match` of a rule that matched, the long way (see :meth:`_matches`)."""
+        present = scan.pids()
+        cache = scan.hits
+        if program.simple:
+            key = (((program.mask, program.pids & present),), program.tracked)
+            found_hits = cache.get(key)
+            if found_hits is None:
+                found_hits = cache[key] = scan.finish(scan.keys(key[0]), program.tracked)
+            return _new_match(program.rule_id, program.version, found_hits)
+        parts = tuple((mask, pids & present) for mask, pids in program.free)
+        for condition, groups in program.guarded:
+            if condition(scan):
+                parts += tuple((mask, pids & present) for mask, pids in groups)
+        extra = program.extra
+        if extra is None:
+            found_hits = cache.get((parts, program.tracked))
+            if found_hits is None:
+                found_hits = cache[(parts, program.tracked)] = scan.finish(
+                    scan.keys(parts), program.tracked)
+        else:
+            found_hits = scan.finish(extra(scan) + scan.keys(parts), program.tracked)
+        return _new_match(program.rule_id, program.version, found_hits)
 
     def near(self, spec: _Near, scan: Scan, into: list[HitKey] | None) -> bool:
         """Whether a NEAR holds (and, with ``into``, the hits of every pair that makes it
@@ -998,7 +1056,7 @@ def _word_bitmap() -> bytes:
     return bytes(flags)
 
 
-_RUN, _PREFIX, _ONE, _TWO = range(4)  # the compiled search's tables (bot/rules/_scan.c)
+_RUN, _PREFIX, _ONE, _TWO = range(4)  # the compiled search's tables (bot/rules/_speedups.c)
 
 
 def _filing(key: str, values: tuple[_Value, ...]) -> tuple[int, str]:
@@ -1016,6 +1074,17 @@ def _filing(key: str, values: tuple[_Value, ...]) -> tuple[int, str]:
             return _RUN, key[:run]
         return _PREFIX, key
     return (_ONE, key) if len(key) == 1 else (_TWO, key[:2])
+
+
+def _positions(bits: int) -> list[int]:
+    """The positions of the bits set in ``bits``, lowest first (the inverse of _bits)."""
+    out = []
+    for i, byte in enumerate(bits.to_bytes((bits.bit_length() + 7) >> 3, "little")):
+        while byte:
+            low = byte & -byte
+            out.append(i * 8 + low.bit_length() - 1)
+            byte ^= low
+    return out
 
 
 def _mask(fields: Iterable[str]) -> int:

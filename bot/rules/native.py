@@ -1,4 +1,4 @@
-"""Whether the engine's compiled parts (``bot/rules/_scan.c``) are in use.
+"""Whether the engine's compiled parts (``bot/rules/_speedups.c``) are in use.
 
 The package builds them when it is installed with a C compiler at hand (an optional
 extension: without one, ``pip install`` still succeeds and the engine searches in Python,
@@ -13,7 +13,7 @@ from types import ModuleType
 
 _compiled: ModuleType | None
 try:
-    import bot.rules._scan as _compiled
+    import bot.rules._speedups as _compiled
 except ImportError:  # built without a compiler: the engine searches in Python
     _compiled = None
 

@@ -1,9 +1,11 @@
-"""The compiled term search (``bot/rules/_scan.c``) against the engine's search in Python.
+"""The engine's compiled parts (``bot/rules/_speedups.c``) against the engine in Python.
 
-Both must find exactly the same occurrences — the same spans for the same searches in the
-same fields — on any text: terms that start with word characters and with punctuation,
-prefixes, case-sensitive terms, Japanese, characters beyond the BMP, ligatures and letters
-whose case folding changes the length of the text.
+The term search must find exactly the same occurrences — the same spans for the same
+searches in the same fields — on any text: terms that start with word characters and with
+punctuation, prefixes, case-sensitive terms, Japanese, characters beyond the BMP, ligatures
+and letters whose case folding changes the length of the text. The matcher (deciding, hits
+and matches) must give the same matches; tests/test_rules_engine_differential.py checks it
+on generated queries, exclusions, scopes and track lists as well.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_rules_engine_differential import bench
 
-from bot.model import Entry
+from bot.model import Entry, Hit, Match
 from bot.rules import RuleSet, load_rules, native
 from bot.rules.engine import Engine
 
@@ -149,3 +151,73 @@ def test_the_scanner_refuses_what_it_cannot_file() -> None:
         scanner_type(["ab"], [((0, False, False, False, None),)], [(9, "a")], bitmap, bool)
     with pytest.raises(ValueError, match="differ in length"):
         scanner_type(["ab"], [], [], bitmap, bool)
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=10, unique=True),
+       title=TEXT, content=TEXT)
+def test_the_compiled_pid_hits_are_the_python_ones(
+        terms: list[str], title: str, content: str) -> None:
+    # Hits in the original text, through ligatures and collapsed white space (the offset
+    # map's pieces), and the "None when two overlap" case.
+    _, compiled = _engines(_rules(terms))
+    entry = Entry(key="k", title=title, content=content)
+    reference, got = compiled.scan(entry, "f"), compiled.scan(entry, "f")
+    assert compiled._matcher is not None
+    for pid in sorted(reference.pids()):
+        assert compiled._matcher.pid_hits(got, pid) == reference.pid_hits(pid)
+    assert got._pid_hits == reference._pid_hits
+
+
+@needs_native
+def test_the_compiled_matcher_keeps_rule_order_scopes_and_exclusions(tmp_path: Path) -> None:
+    rules = {
+        "a-first.yaml": "id: a-first\ntitle: A\nquery: gcap\n",
+        "b-scoped.yaml": "id: b-scoped\ntitle: B\nquery: gcap\nscope:\n  feeds: [mod-ja]\n",
+        "c-excluded.yaml": ("id: c-excluded\ntitle: C\nquery: gcap\nexclude:\n"
+                            "  football: tempest\n"),
+        "d-off.yaml": "id: d-off\ntitle: D\nquery: gcap\nenabled: false\n",
+        "e-near.yaml": "id: e-near\ntitle: E\nquery: gcap NEAR/2 treaty\n",
+        "f-guarded.yaml": "id: f-guarded\ntitle: F\nquery: (gcap AND treaty) OR tempest\n",
+    }
+    for name, text in rules.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    ruleset = load_rules(tmp_path)
+    reference, compiled = _engines(ruleset)
+    cases = [
+        ("GCAP treaty signed", "mod-ja", ["a-first", "b-scoped", "c-excluded", "e-near",
+                                          "f-guarded"]),
+        ("GCAP treaty signed", "other", ["a-first", "c-excluded", "e-near", "f-guarded"]),
+        ("GCAP and the Tempest", "other", ["a-first", "f-guarded"]),
+        ("GCAP: a long way from any treaty", "other", ["a-first", "c-excluded", "f-guarded"]),
+    ]
+    for title, feed, expected in cases:
+        entry = Entry(key="k", title=title)
+        got = compiled.match(entry, feed_name=feed)
+        assert [m.rule_id for m in got] == expected, title
+        assert got == reference.match(entry, feed_name=feed)
+
+
+@needs_native
+def test_the_matcher_refuses_tables_that_do_not_fit() -> None:
+    rules = _rules(["gcap"])
+    engine = Engine(rules.rules)
+    assert engine._matcher is not None
+    matcher_type = type(engine._matcher)
+    good = dict(stride=engine._stride, programs=[(True, [(1, [0])], [], "r", "v", None, ())],
+                pids_of=[[0]], pid_sid=[0], pid_label=["gcap"], sid_casefold=[True],
+                field_names=("title",), match_type=Match, hit_type=Hit,
+                init=bytes((engine._stride + 7) // 8), contributions=[[(1, [0])]],
+                query=([0], 1, b"\x01", b"\x01"), layers=[])
+    matcher_type(**good)  # the shape the engine builds
+    for change, message in [
+        (dict(pid_sid=[5]), "not in"),
+        (dict(programs=[(True, [(1, [9])], [], "r", "v", None, ())]), "not in"),
+        (dict(contributions=[[(1, [10_000])]]), "not in"),
+        (dict(init=b""), "expected 1 bytes"),
+        (dict(match_type=Entry), "slots"),
+        (dict(sid_casefold=[]), "differ in length"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=message):
+            matcher_type(**{**good, **change})

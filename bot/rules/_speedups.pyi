@@ -1,4 +1,4 @@
-"""Types of the compiled term search (bot/rules/_scan.c)."""
+"""Types of the compiled term search (bot/rules/_speedups.c)."""
 
 from collections.abc import Callable
 

@@ -1,0 +1,1570 @@
+/* The engine's term search, compiled: every occurrence of every literal term in a field's
+ * normalised text, with the word-boundary rules of bot.rules.terms.find_all.
+ *
+ * bot/rules/engine.py (Engine._search) is the reference: it runs an Aho-Corasick automaton
+ * over the whole text and then checks each raw occurrence's boundaries in Python. This
+ * module finds the same occurrences by looking only where they can be:
+ *
+ *   - a term that starts with a word character and is left-bounded can only occur where a
+ *     run of word characters starts, so it is filed under that run (or, for a prefix term,
+ *     under its own text, looked up for each prefix of the run): one hash probe per run;
+ *   - any other term (Japanese, or one that starts with punctuation) is filed under its
+ *     first two characters (or its one), looked up at every position whose character
+ *     starts such a term.
+ *
+ * A probe's candidates are compared character by character with the text, so a hash
+ * collision costs a comparison, never a wrong result. The occurrences found then go through
+ * the same steps as in Engine._search, in the same order for each search (left to right):
+ * the exact-text comparison of a case-sensitive term, the boundary checks, the extension of
+ * a prefix over the rest of its word, and "occurrences of one search do not overlap".
+ * tests/test_rules_native.py checks this module against Engine._search.
+ *
+ * Optional: without a C compiler the package installs without it and the engine searches
+ * in Python (bot/rules/native.py says which is in use).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static inline uint64_t hash_step(uint64_t h, Py_UCS4 c) { return (h ^ (uint64_t)c) * FNV_PRIME; }
+static inline uint64_t hash_done(uint64_t h) { return h ? h : 1; } /* 0 marks an empty slot */
+
+typedef struct {
+    int32_t sid;
+    uint8_t left, right, prefix;
+    Py_UCS4 *exact; /* the exact text of a case-sensitive term, or NULL */
+    Py_ssize_t exact_len;
+} Value;
+
+typedef struct {
+    Py_UCS4 *chars;
+    Py_ssize_t len;
+    Value *values;
+    Py_ssize_t nvalues;
+} Key;
+
+/* Open addressing: a hash → the candidates (key indexes) filed under it. */
+typedef struct {
+    uint64_t *hashes;
+    int32_t *first;
+    int32_t *count;
+    int32_t *cands;
+    uint64_t mask;
+    Py_ssize_t size;
+} Table;
+
+enum { RUN = 0, PREFIX = 1, ONE = 2, TWO = 3, NTABLES = 4 };
+
+typedef struct {
+    PyObject_HEAD
+    Key *keys;
+    Py_ssize_t nkeys;
+    Table tables[NTABLES];
+    uint64_t prefix_lengths; /* bit l: some prefix term is l characters long (63: ≥ 63) */
+    uint8_t word[8192];      /* the word characters of the BMP, as bits */
+    uint8_t starts[8192];    /* bit c & 0xFFFF: some ONE/TWO key starts with such a character */
+    PyObject *is_word;       /* is_word_char, for characters beyond the BMP */
+} Scanner;
+
+static void table_free(Table *t) {
+    PyMem_Free(t->hashes);
+    PyMem_Free(t->first);
+    PyMem_Free(t->count);
+    PyMem_Free(t->cands);
+    memset(t, 0, sizeof(*t));
+}
+
+static void Scanner_dealloc(Scanner *self) {
+    if (self->keys) {
+        for (Py_ssize_t k = 0; k < self->nkeys; k++) {
+            Key *key = &self->keys[k];
+            PyMem_Free(key->chars);
+            if (key->values) {
+                for (Py_ssize_t v = 0; v < key->nvalues; v++) PyMem_Free(key->values[v].exact);
+                PyMem_Free(key->values);
+            }
+        }
+        PyMem_Free(self->keys);
+    }
+    for (int i = 0; i < NTABLES; i++) table_free(&self->tables[i]);
+    Py_XDECREF(self->is_word);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_UCS4 *ucs4_copy(PyObject *text, Py_ssize_t *len) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "expected a str");
+        return NULL;
+    }
+    *len = PyUnicode_GET_LENGTH(text);
+    Py_UCS4 *out = PyUnicode_AsUCS4Copy(text);
+    return out;
+}
+
+static inline int is_word(Scanner *self, Py_UCS4 c) {
+    if (c < 0x10000) return (self->word[c >> 3] >> (c & 7)) & 1;
+    PyObject *ch = PyUnicode_FromOrdinal((int)c);
+    if (!ch) return -1;
+    PyObject *r = PyObject_CallOneArg(self->is_word, ch);
+    Py_DECREF(ch);
+    if (!r) return -1;
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return truth;
+}
+
+typedef struct {
+    uint64_t hash;
+    int32_t key;
+} Filed;
+
+static int filed_order(const void *a, const void *b) {
+    const Filed *x = a, *y = b;
+    if (x->hash != y->hash) return x->hash < y->hash ? -1 : 1;
+    return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/* Build a table from (hash, key) pairs: sorted, so that one hash's candidates lie together. */
+static int table_build(Table *t, Filed *filed, Py_ssize_t n) {
+    qsort(filed, (size_t)n, sizeof(Filed), filed_order);
+    Py_ssize_t distinct = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (i == 0 || filed[i].hash != filed[i - 1].hash) distinct++;
+    Py_ssize_t size = 8;
+    while (size < 2 * distinct) size <<= 1;
+    t->hashes = PyMem_Calloc((size_t)size, sizeof(uint64_t));
+    t->first = PyMem_Calloc((size_t)size, sizeof(int32_t));
+    t->count = PyMem_Calloc((size_t)size, sizeof(int32_t));
+    t->cands = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int32_t));
+    if (!t->hashes || !t->first || !t->count || !t->cands) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->mask = (uint64_t)size - 1;
+    t->size = size;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        t->cands[i] = filed[i].key;
+        if (i > 0 && filed[i].hash == filed[i - 1].hash) continue;
+        uint64_t slot = filed[i].hash & t->mask;
+        while (t->hashes[slot]) slot = (slot + 1) & t->mask;
+        t->hashes[slot] = filed[i].hash;
+        t->first[slot] = (int32_t)i;
+        Py_ssize_t j = i;
+        while (j < n && filed[j].hash == filed[i].hash) j++;
+        t->count[slot] = (int32_t)(j - i);
+    }
+    return 0;
+}
+
+static inline Py_ssize_t table_find(const Table *t, uint64_t h) {
+    if (!t->size) return -1;
+    uint64_t slot = h & t->mask;
+    uint64_t seen;
+    while ((seen = t->hashes[slot])) {
+        if (seen == h) return (Py_ssize_t)slot;
+        slot = (slot + 1) & t->mask;
+    }
+    return -1;
+}
+
+/* Scanner(keys, values, filing, word_bmp, is_word)
+ *   keys: list[str]; values: list[tuple[(sid, left, right, prefix, exact | None), ...]]
+ *   filing: list[(table, probe)] per key: RUN (0) under its first word run, PREFIX (1)
+ *   under its text, ONE (2) / TWO (3) under its first one / two characters;
+ *   word_bmp: 8,192 bytes, bit c set when chr(c) is a word character. */
+static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
+    PyObject *keys, *values, *filing, *is_word_fn;
+    Py_buffer bmp;
+    static char *kwlist[] = {"keys", "values", "filing", "word_bmp", "is_word", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!y*O", kwlist, &PyList_Type, &keys,
+                                     &PyList_Type, &values, &PyList_Type, &filing, &bmp,
+                                     &is_word_fn))
+        return -1;
+    int rc = -1;
+    Filed *filed[NTABLES] = {NULL, NULL, NULL, NULL};
+    Py_ssize_t nfiled[NTABLES] = {0, 0, 0, 0};
+    if (bmp.len != 8192) {
+        PyErr_SetString(PyExc_ValueError, "word_bmp must be 8192 bytes");
+        goto done;
+    }
+    if (self->keys) {
+        PyErr_SetString(PyExc_RuntimeError, "Scanner is already initialised");
+        goto done;
+    }
+    memcpy(self->word, bmp.buf, 8192);
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(values) != n || PyList_GET_SIZE(filing) != n) {
+        PyErr_SetString(PyExc_ValueError, "keys, values and filing differ in length");
+        goto done;
+    }
+    Py_INCREF(is_word_fn);
+    self->is_word = is_word_fn;
+    self->keys = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Key));
+    for (int i = 0; i < NTABLES; i++) filed[i] = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Filed));
+    if (!self->keys || !filed[0] || !filed[1] || !filed[2] || !filed[3]) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    self->nkeys = n;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Key *key = &self->keys[k];
+        key->chars = ucs4_copy(PyList_GET_ITEM(keys, k), &key->len);
+        if (!key->chars) goto done;
+        if (key->len == 0) {
+            PyErr_SetString(PyExc_ValueError, "an empty key");
+            goto done;
+        }
+        PyObject *vals = PyList_GET_ITEM(values, k);
+        if (!PyTuple_Check(vals)) {
+            PyErr_SetString(PyExc_TypeError, "values: expected tuples");
+            goto done;
+        }
+        key->nvalues = PyTuple_GET_SIZE(vals);
+        key->values = PyMem_Calloc((size_t)(key->nvalues ? key->nvalues : 1), sizeof(Value));
+        if (!key->values) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t v = 0; v < key->nvalues; v++) {
+            int sid, left, right, prefix;
+            PyObject *exact;
+            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(vals, v), "ipppO", &sid, &left, &right,
+                                  &prefix, &exact))
+                goto done;
+            Value *value = &key->values[v];
+            value->sid = sid;
+            value->left = (uint8_t)left;
+            value->right = (uint8_t)right;
+            value->prefix = (uint8_t)prefix;
+            if (exact != Py_None) {
+                value->exact = ucs4_copy(exact, &value->exact_len);
+                if (!value->exact) goto done;
+            }
+        }
+        int table;
+        PyObject *probe;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(filing, k), "iU", &table, &probe)) goto done;
+        if (table < 0 || table >= NTABLES) {
+            PyErr_SetString(PyExc_ValueError, "filing: no such table");
+            goto done;
+        }
+        Py_ssize_t plen = PyUnicode_GET_LENGTH(probe);
+        if (plen == 0 || plen > key->len || (table == ONE && plen != 1) ||
+            (table == TWO && plen != 2)) {
+            PyErr_SetString(PyExc_ValueError, "filing: a probe of the wrong length");
+            goto done;
+        }
+        uint64_t h = FNV_OFFSET;
+        for (Py_ssize_t i = 0; i < plen; i++) {
+            Py_UCS4 c = PyUnicode_READ_CHAR(probe, i);
+            if (c != key->chars[i]) {
+                PyErr_SetString(PyExc_ValueError, "filing: a probe that does not start its key");
+                goto done;
+            }
+            h = hash_step(h, c);
+        }
+        filed[table][nfiled[table]].hash = hash_done(h);
+        filed[table][nfiled[table]].key = (int32_t)k;
+        nfiled[table]++;
+        if (table == PREFIX) self->prefix_lengths |= 1ULL << (plen < 63 ? plen : 63);
+        if (table == ONE || table == TWO) {
+            Py_UCS4 c = key->chars[0] & 0xFFFF;
+            self->starts[c >> 3] |= (uint8_t)(1 << (c & 7));
+        }
+    }
+    for (int i = 0; i < NTABLES; i++)
+        if (table_build(&self->tables[i], filed[i], nfiled[i]) < 0) goto done;
+    rc = 0;
+done:
+    for (int i = 0; i < NTABLES; i++) PyMem_Free(filed[i]);
+    PyBuffer_Release(&bmp);
+    return rc;
+}
+
+/* The occurrences of one search found in one call, linked in the order found. */
+typedef struct {
+    int32_t sid;
+    int32_t first, last; /* indexes into Search.found */
+    Py_ssize_t last_end;
+} Found;
+
+typedef struct {
+    Py_ssize_t start, end;
+    int32_t next; /* the search's next occurrence, or -1 */
+} Occurrence;
+
+typedef struct {
+    Scanner *self;
+    const Py_UCS4 *text;
+    Py_ssize_t n;
+    const Py_UCS4 *exact; /* the exact text (same length), or NULL */
+    /* Searches found (open addressing by sid: ``slots`` holds index + 1, 0 when empty) */
+    Found *searches;
+    Py_ssize_t nsearches, cap;
+    int32_t *slots;
+    Py_ssize_t nslots;
+    Occurrence *found;
+    Py_ssize_t nfound, found_cap;
+} Search;
+
+static void search_free(Search *s) {
+    PyMem_Free(s->searches);
+    PyMem_Free(s->slots);
+    PyMem_Free(s->found);
+}
+
+static int search_grow_slots(Search *s) {
+    Py_ssize_t nslots = s->nslots ? s->nslots * 2 : 64;
+    int32_t *slots = PyMem_Calloc((size_t)nslots, sizeof(int32_t));
+    if (!slots) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < s->nsearches; i++) {
+        Py_ssize_t slot = (Py_ssize_t)((uint32_t)s->searches[i].sid * 2654435761u) & (nslots - 1);
+        while (slots[slot]) slot = (slot + 1) & (nslots - 1);
+        slots[slot] = (int32_t)(i + 1);
+    }
+    PyMem_Free(s->slots);
+    s->slots = slots;
+    s->nslots = nslots;
+    return 0;
+}
+
+/* Record an occurrence of search ``sid``, unless it overlaps the one before
+ * (Engine._search: "occurrences of one search do not overlap"). */
+static int add(Search *s, int32_t sid, Py_ssize_t start, Py_ssize_t end) {
+    if (2 * (s->nsearches + 1) > s->nslots && search_grow_slots(s) < 0) return -1;
+    Py_ssize_t slot = (Py_ssize_t)((uint32_t)sid * 2654435761u) & (s->nslots - 1);
+    Found *f = NULL;
+    while (s->slots[slot]) {
+        Found *seen = &s->searches[s->slots[slot] - 1];
+        if (seen->sid == sid) {
+            f = seen;
+            break;
+        }
+        slot = (slot + 1) & (s->nslots - 1);
+    }
+    if (f && start < f->last_end) return 0;
+    if (s->nfound == s->found_cap) {
+        Py_ssize_t cap = s->found_cap ? s->found_cap * 2 : 64;
+        Occurrence *grown = PyMem_Realloc(s->found, (size_t)cap * sizeof(Occurrence));
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->found = grown;
+        s->found_cap = cap;
+    }
+    int32_t at = (int32_t)s->nfound++;
+    s->found[at] = (Occurrence){start, end, -1};
+    if (f) {
+        s->found[f->last].next = at;
+        f->last = at;
+        f->last_end = end;
+        return 0;
+    }
+    if (s->nsearches == s->cap) {
+        Py_ssize_t cap = s->cap ? s->cap * 2 : 32;
+        Found *grown = PyMem_Realloc(s->searches, (size_t)cap * sizeof(Found));
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->searches = grown;
+        s->cap = cap;
+    }
+    s->searches[s->nsearches] = (Found){sid, at, at, end};
+    s->slots[slot] = (int32_t)(++s->nsearches);
+    return 0;
+}
+
+/* Hand what was found to the scan: ``spans[sid << 3 | fi]`` and ``fields_of[sid]``. */
+static int emit(Search *s, int fi, PyObject *spans, PyObject *fields_of) {
+    for (Py_ssize_t i = 0; i < s->nsearches; i++) {
+        const Found *f = &s->searches[i];
+        PyObject *key = PyLong_FromLong(((long)f->sid << 3) | fi);
+        if (!key) return -1;
+        PyObject *list = PyDict_GetItemWithError(spans, key); /* borrowed */
+        Py_ssize_t last_end = -1;
+        int fresh = !list;
+        if (fresh) {
+            if (PyErr_Occurred() || !(list = PyList_New(0))) {
+                Py_DECREF(key);
+                return -1;
+            }
+        } else if (PyList_Check(list) && PyList_GET_SIZE(list)) {
+            /* another pass found this search here before (the engine never does this) */
+            PyObject *last = PyList_GET_ITEM(list, PyList_GET_SIZE(list) - 1);
+            last_end = PyTuple_Check(last) && PyTuple_GET_SIZE(last) == 2
+                           ? PyLong_AsSsize_t(PyTuple_GET_ITEM(last, 1)) : -1;
+            if (last_end == -1 && PyErr_Occurred()) {
+                Py_DECREF(key);
+                return -1;
+            }
+        }
+        int failed = 0;
+        for (int32_t at = f->first; at >= 0 && !failed; at = s->found[at].next) {
+            const Occurrence *o = &s->found[at];
+            if (o->start < last_end) continue;
+            PyObject *span = PyTuple_New(2), *a = PyLong_FromSsize_t(o->start),
+                     *b = PyLong_FromSsize_t(o->end);
+            if (!span || !a || !b) {
+                Py_XDECREF(span);
+                Py_XDECREF(a);
+                Py_XDECREF(b);
+                failed = 1;
+                break;
+            }
+            PyTuple_SET_ITEM(span, 0, a);
+            PyTuple_SET_ITEM(span, 1, b);
+            failed = PyList_Append(list, span) < 0;
+            Py_DECREF(span);
+            last_end = o->end;
+        }
+        if (!failed && fresh) failed = PyDict_SetItem(spans, key, list) < 0;
+        if (fresh) Py_DECREF(list);
+        Py_DECREF(key);
+        if (failed) return -1;
+        PyObject *sid = PyLong_FromLong(f->sid);
+        if (!sid) return -1;
+        PyObject *old = PyDict_GetItemWithError(fields_of, sid); /* borrowed */
+        long mask = old ? PyLong_AsLong(old) : 0;
+        PyObject *bits = PyErr_Occurred() ? NULL : PyLong_FromLong(mask | (1L << fi));
+        failed = !bits || PyDict_SetItem(fields_of, sid, bits) < 0;
+        Py_XDECREF(bits);
+        Py_DECREF(sid);
+        if (failed) return -1;
+    }
+    return 0;
+}
+
+/* Key ``k`` where its text starts at ``start``, if it does: Engine._search's steps. */
+static int try_key(Search *s, int32_t k, Py_ssize_t start) {
+    const Key *key = &s->self->keys[k];
+    Py_ssize_t stop = start + key->len;
+    if (stop > s->n) return 0;
+    if (memcmp(s->text + start, key->chars, (size_t)key->len * sizeof(Py_UCS4))) return 0;
+    for (Py_ssize_t v = 0; v < key->nvalues; v++) {
+        const Value *value = &key->values[v];
+        if (value->exact) {
+            if (!s->exact || value->exact_len != key->len ||
+                memcmp(s->exact + start, value->exact, (size_t)key->len * sizeof(Py_UCS4)))
+                continue;
+        }
+        if (value->left && start) {
+            int w = is_word(s->self, s->text[start - 1]);
+            if (w < 0) return -1;
+            if (w) continue;
+        }
+        Py_ssize_t end = stop;
+        if (value->prefix) {
+            while (end < s->n) {
+                int w = is_word(s->self, s->text[end]);
+                if (w < 0) return -1;
+                if (!w) break;
+                end++;
+            }
+        } else if (value->right && end < s->n) {
+            int w = is_word(s->self, s->text[end]);
+            if (w < 0) return -1;
+            if (w) continue;
+        }
+        if (add(s, value->sid, start, end) < 0) return -1;
+    }
+    return 0;
+}
+
+static int try_filed(Search *s, const Table *t, uint64_t h, Py_ssize_t start) {
+    Py_ssize_t slot = table_find(t, h);
+    if (slot < 0) return 0;
+    const int32_t *cands = t->cands + t->first[slot];
+    for (int32_t i = 0; i < t->count[slot]; i++)
+        if (try_key(s, cands[i], start) < 0) return -1;
+    return 0;
+}
+
+static int run_search(Search *s) {
+    Scanner *self = s->self;
+    const Py_UCS4 *text = s->text;
+    Py_ssize_t n = s->n;
+    const Table *run = &self->tables[RUN], *prefix = &self->tables[PREFIX];
+    const Table *one = &self->tables[ONE], *two = &self->tables[TWO];
+    int runs = run->size > 0 || prefix->size > 0;
+    Py_ssize_t run_end = 0; /* the end of the word run the position is in, if any */
+    for (Py_ssize_t p = 0; p < n; p++) {
+        Py_UCS4 c = text[p];
+        uint32_t low = c & 0xFFFF;
+        if ((self->starts[low >> 3] >> (low & 7)) & 1) {
+            uint64_t h = hash_step(FNV_OFFSET, c);
+            if (one->size && try_filed(s, one, hash_done(h), p) < 0) return -1;
+            if (two->size && p + 1 < n &&
+                try_filed(s, two, hash_done(hash_step(h, text[p + 1])), p) < 0)
+                return -1;
+        }
+        if (!runs || p < run_end) continue;
+        int w = is_word(self, c);
+        if (w < 0) return -1;
+        if (!w) continue;
+        /* A run of word characters starts here: the position before is not one (it is
+         * either the start of the text or was looked at and was not part of a run). */
+        Py_ssize_t q = p + 1;
+        uint64_t h = hash_step(FNV_OFFSET, c);
+        if (prefix->size && (self->prefix_lengths >> 1 & 1) &&
+            try_filed(s, prefix, hash_done(h), p) < 0)
+            return -1;
+        while (q < n) {
+            int wq = is_word(self, text[q]);
+            if (wq < 0) return -1;
+            if (!wq) break;
+            h = hash_step(h, text[q]);
+            q++;
+            Py_ssize_t l = q - p;
+            if (prefix->size && (self->prefix_lengths >> (l < 63 ? l : 63) & 1) &&
+                try_filed(s, prefix, hash_done(h), p) < 0)
+                return -1;
+        }
+        if (run->size && try_filed(s, run, hash_done(h), p) < 0) return -1;
+        run_end = q;
+    }
+    return 0;
+}
+
+static PyObject *Scanner_search(Scanner *self, PyObject *args) {
+    PyObject *text_obj, *exact_obj, *spans, *fields_of;
+    int fi;
+    if (!PyArg_ParseTuple(args, "UOiO!O!", &text_obj, &exact_obj, &fi, &PyDict_Type, &spans,
+                          &PyDict_Type, &fields_of))
+        return NULL;
+    if (fi < 0 || fi > 7) {
+        PyErr_SetString(PyExc_ValueError, "field index out of range");
+        return NULL;
+    }
+    Search s;
+    memset(&s, 0, sizeof(s));
+    s.self = self;
+    Py_UCS4 *text = ucs4_copy(text_obj, &s.n), *exact = NULL;
+    int rc = -1;
+    if (!text) goto done;
+    if (exact_obj != Py_None) {
+        Py_ssize_t exact_len;
+        if (!(exact = ucs4_copy(exact_obj, &exact_len))) goto done;
+        if (exact_len != s.n) {
+            PyErr_SetString(PyExc_ValueError, "the exact text differs in length");
+            goto done;
+        }
+    }
+    s.text = text;
+    s.exact = exact;
+    rc = run_search(&s);
+    if (rc == 0) rc = emit(&s, fi, spans, fields_of);
+done:
+    search_free(&s);
+    PyMem_Free(text);
+    PyMem_Free(exact);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"search", (PyCFunction)Scanner_search, METH_VARARGS,
+     "search(text, exact_text, field_index, spans, fields_of): add every occurrence found, "
+     "as Engine._search does."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bot.rules._speedups.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Every literal term of every rule, filed for Engine._search's occurrences.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
+/* --- Matcher: Engine._decide and Engine._matches, compiled -----------------------------------
+ *
+ * Deciding. The accumulator is a byte array with bit ``rule × stride + slot`` for clause
+ * ``slot`` of a rule's query or exclusions: finding a search sets the bits of the clauses it
+ * is in (its contribution, a list of positions, in the fields it was found in). A rule
+ * matches when the feed is in its scope, every slot of its query is set and its
+ * negated-terms slot is not, and its test (for a query the clauses do not decide) says yes;
+ * it is excluded the same way by each of its exclusions. Engine._decide does the same with
+ * Python's big integers.
+ *
+ * Matching. A rule's hits are every occurrence of its patterns found in the fields of their
+ * group — its free groups, and the groups of each AND-inside-an-OR whose condition holds —
+ * in reading order. When none is inside another (nearly always) its Match is built here,
+ * from the hits of each pattern (Scan.pid_hits, also here). A rule with NEAR hits, or
+ * whose hits overlap, goes to ``fallback(index)`` (Engine._match_one), which is also the
+ * reference for what this builds. The tests, exclusions and conditions are the generated
+ * Python functions of Engine's codegen, called with the scan. */
+
+typedef struct {
+    long mask;
+    int32_t *pids;
+    Py_ssize_t npids;
+} Group;
+
+typedef struct {
+    PyObject *condition; /* a generated test: the AND holds */
+    Group *groups;
+    Py_ssize_t ngroups;
+} Guard;
+
+typedef struct {
+    int native; /* its hits can be built here (no NEAR pairs) */
+    Group *free;
+    Py_ssize_t nfree;
+    Guard *guards;
+    Py_ssize_t nguards;
+    PyObject *rule_id, *version;
+    PyObject *test;     /* the query's test, or None when the clauses decide it */
+    PyObject *excludes; /* tuple: the exclusions' tests */
+} Program;
+
+/* What finding a search in some of ``mask``'s fields sets in the accumulator. */
+typedef struct {
+    long mask;
+    int32_t *positions;
+    Py_ssize_t npositions;
+} Contribution;
+
+/* A query, or the n-th exclusion of every rule: the slots of its clauses, the slot of its
+ * negated terms, and per rule whether it belongs (members) and whether the clauses decide
+ * it (exact). */
+typedef struct {
+    int32_t *slots;
+    Py_ssize_t nslots;
+    Py_ssize_t neg;
+    uint8_t *members, *exact;
+} Layer;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t stride;
+    Program *programs;
+    Py_ssize_t nprograms;
+    int32_t **pids_of; /* sid → its pids, ended by -1 */
+    Py_ssize_t nsids;
+    int32_t *pid_sid;
+    PyObject **pid_label;
+    Py_ssize_t npids;
+    uint8_t *sid_casefold;
+    PyObject *field_names; /* tuple: TEXT_FIELDS */
+    PyTypeObject *match_type, *hit_type;
+    Py_ssize_t match_offsets[3]; /* the slots rule_id, rule_version, hits */
+    Py_ssize_t hit_offsets[4];   /* field, start, end, term */
+    Py_ssize_t nbytes;           /* of the accumulator: rules × stride bits */
+    uint8_t *init;               /* the accumulator before any search is found */
+    uint8_t *always;             /* per rule: its query has no clause (its test decides) */
+    Contribution **contrib;      /* by sid, ended by one with positions == NULL */
+    Layer query;
+    Layer *layers;
+    Py_ssize_t nlayers;
+} Matcher;
+
+static void groups_free(Group *groups, Py_ssize_t n) {
+    if (!groups) return;
+    for (Py_ssize_t i = 0; i < n; i++) PyMem_Free(groups[i].pids);
+    PyMem_Free(groups);
+}
+
+static void layer_free(Layer *layer) {
+    PyMem_Free(layer->slots);
+    PyMem_Free(layer->members);
+    PyMem_Free(layer->exact);
+}
+
+static void Matcher_dealloc(Matcher *self) {
+    if (self->programs) {
+        for (Py_ssize_t i = 0; i < self->nprograms; i++) {
+            Program *p = &self->programs[i];
+            groups_free(p->free, p->nfree);
+            if (p->guards) {
+                for (Py_ssize_t k = 0; k < p->nguards; k++) {
+                    Py_XDECREF(p->guards[k].condition);
+                    groups_free(p->guards[k].groups, p->guards[k].ngroups);
+                }
+                PyMem_Free(p->guards);
+            }
+            Py_XDECREF(p->rule_id);
+            Py_XDECREF(p->version);
+            Py_XDECREF(p->test);
+            Py_XDECREF(p->excludes);
+        }
+        PyMem_Free(self->programs);
+    }
+    if (self->pids_of) {
+        for (Py_ssize_t i = 0; i < self->nsids; i++) PyMem_Free(self->pids_of[i]);
+        PyMem_Free(self->pids_of);
+    }
+    if (self->pid_label) {
+        for (Py_ssize_t i = 0; i < self->npids; i++) Py_XDECREF(self->pid_label[i]);
+        PyMem_Free(self->pid_label);
+    }
+    if (self->contrib) {
+        for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
+            if (!self->contrib[sid]) continue;
+            for (Contribution *c = self->contrib[sid]; c->positions; c++) PyMem_Free(c->positions);
+            PyMem_Free(self->contrib[sid]);
+        }
+        PyMem_Free(self->contrib);
+    }
+    layer_free(&self->query);
+    if (self->layers) {
+        for (Py_ssize_t i = 0; i < self->nlayers; i++) layer_free(&self->layers[i]);
+        PyMem_Free(self->layers);
+    }
+    PyMem_Free(self->pid_sid);
+    PyMem_Free(self->sid_casefold);
+    PyMem_Free(self->init);
+    PyMem_Free(self->always);
+    Py_XDECREF(self->field_names);
+    Py_XDECREF(self->match_type);
+    Py_XDECREF(self->hit_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The offsets of the slots of a frozen, slotted class with exactly these fields, set
+ * directly as the dataclass's __init__ would (no __post_init__: engine.py checks). */
+static int slot_offsets(PyTypeObject *type, const char **names, int n, Py_ssize_t *out) {
+    if (type->tp_basicsize != (Py_ssize_t)sizeof(PyObject) + n * (Py_ssize_t)sizeof(PyObject *)) {
+        PyErr_Format(PyExc_TypeError, "%s must have exactly %d slots", type->tp_name, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *descr = PyDict_GetItemString(type->tp_dict, names[i]);
+        if (!descr || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, names[i]);
+            return -1;
+        }
+        out[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    return 0;
+}
+
+static PyObject *new_object(PyTypeObject *type, const Py_ssize_t *offsets, PyObject **values,
+                            int n) {
+    PyObject *obj = type->tp_alloc(type, 0);
+    if (!obj) return NULL;
+    for (int i = 0; i < n; i++) {
+        Py_INCREF(values[i]);
+        *(PyObject **)((char *)obj + offsets[i]) = values[i];
+    }
+    return obj;
+}
+
+/* A sequence of ints in [0, limit) as a C array (with a -1 after the last if terminated). */
+static int32_t *int_array(PyObject *seq, Py_ssize_t *len, int terminated, Py_ssize_t limit) {
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of ints");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    int32_t *out = PyMem_Calloc((size_t)(n + 1), sizeof(int32_t));
+    if (!out) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            PyMem_Free(out);
+            return NULL;
+        }
+        if (v < 0 || v >= limit || v > INT32_MAX) {
+            Py_DECREF(fast);
+            PyMem_Free(out);
+            PyErr_Format(PyExc_ValueError, "%ld is not in [0, %zd)", v, limit);
+            return NULL;
+        }
+        out[i] = (int32_t)v;
+    }
+    if (terminated) out[n] = -1;
+    Py_DECREF(fast);
+    if (len) *len = n;
+    return out;
+}
+
+static int bytes_copy(PyObject *obj, Py_ssize_t len, uint8_t **out) {
+    char *buf;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(obj, &buf, &n) < 0) return -1;
+    if (n != len) {
+        PyErr_Format(PyExc_ValueError, "expected %zd bytes, got %zd", len, n);
+        return -1;
+    }
+    *out = PyMem_Malloc((size_t)(len ? len : 1));
+    if (!*out) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(*out, buf, (size_t)len);
+    return 0;
+}
+
+/* [(field mask, pids)] as groups. */
+static Group *groups_init(Matcher *self, PyObject *seq, Py_ssize_t *n) {
+    PyObject *fast = PySequence_Fast(seq, "groups: expected a sequence");
+    if (!fast) return NULL;
+    *n = PySequence_Fast_GET_SIZE(fast);
+    Group *groups = PyMem_Calloc((size_t)(*n ? *n : 1), sizeof(Group));
+    if (!groups) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        PyObject *pids;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, i), "lO", &groups[i].mask, &pids) ||
+            !(groups[i].pids = int_array(pids, &groups[i].npids, 0, self->npids))) {
+            Py_DECREF(fast);
+            groups_free(groups, *n);
+            return NULL;
+        }
+    }
+    Py_DECREF(fast);
+    return groups;
+}
+
+static int program_init(Matcher *self, Program *program, PyObject *spec) {
+    PyObject *free, *guarded;
+    if (!PyArg_ParseTuple(spec, "pOOUUOO!", &program->native, &free, &guarded,
+                          &program->rule_id, &program->version, &program->test, &PyTuple_Type,
+                          &program->excludes)) {
+        program->rule_id = program->version = program->test = program->excludes = NULL;
+        return -1;
+    }
+    Py_INCREF(program->rule_id);
+    Py_INCREF(program->version);
+    Py_INCREF(program->test);
+    Py_INCREF(program->excludes);
+    if (!(program->free = groups_init(self, free, &program->nfree))) return -1;
+    PyObject *fast = PySequence_Fast(guarded, "guarded: expected a sequence");
+    if (!fast) return -1;
+    program->nguards = PySequence_Fast_GET_SIZE(fast);
+    program->guards = PyMem_Calloc((size_t)(program->nguards ? program->nguards : 1),
+                                   sizeof(Guard));
+    if (!program->guards) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < program->nguards; k++) {
+        Guard *guard = &program->guards[k];
+        PyObject *condition, *groups;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, k), "OO", &condition, &groups)) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        Py_INCREF(condition);
+        guard->condition = condition;
+        if (!(guard->groups = groups_init(self, groups, &guard->ngroups))) {
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+static int layer_init(Matcher *self, Layer *layer, PyObject *spec) {
+    PyObject *slots, *members, *exact;
+    if (!PyArg_ParseTuple(spec, "OnSS", &slots, &layer->neg, &members, &exact)) return -1;
+    if (!(layer->slots = int_array(slots, &layer->nslots, 0, self->stride))) return -1;
+    if (layer->neg < 0 || layer->neg >= self->stride) {
+        PyErr_SetString(PyExc_ValueError, "a slot beyond the stride");
+        return -1;
+    }
+    if (bytes_copy(members, self->nprograms, &layer->members) < 0 ||
+        bytes_copy(exact, self->nprograms, &layer->exact) < 0)
+        return -1;
+    return 0;
+}
+
+static inline int acc_bit(const uint8_t *acc, Py_ssize_t position) {
+    return (acc[position >> 3] >> (position & 7)) & 1;
+}
+
+/* Matcher(stride, programs, pids_of, pid_sid, pid_label, sid_casefold, field_names,
+ *         match_type, hit_type, init, contributions, query, layers)
+ *   programs: by rule index, (native, free groups, guarded, rule id, version, test or None,
+ *   exclusion tests), a group being (field mask, pids) and guarded [(condition, groups)];
+ *   pids_of: by sid, its pids; pid_sid, pid_label: by pid; sid_casefold: by sid, whether
+ *   it is searched in the case-folded text; field_names: TEXT_FIELDS; the Match and Hit
+ *   classes; init: the accumulator's bytes before any search is found (rules × stride
+ *   bits); contributions: by sid, [(field mask, positions)]; query and each exclusion
+ *   layer: (slots, negated slot, members, exact) with one byte per rule. */
+static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
+    Py_ssize_t stride;
+    PyObject *programs, *pids_of, *pid_sid, *pid_label, *sid_casefold, *field_names, *init,
+        *contributions, *query, *layers;
+    PyTypeObject *match_type, *hit_type;
+    static char *kwlist[] = {"stride", "programs", "pids_of", "pid_sid", "pid_label",
+                             "sid_casefold", "field_names", "match_type", "hit_type", "init",
+                             "contributions", "query", "layers", NULL};
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "nO!O!OO!OO!O!O!SO!OO!", kwlist, &stride, &PyList_Type, &programs,
+            &PyList_Type, &pids_of, &pid_sid, &PyList_Type, &pid_label, &sid_casefold,
+            &PyTuple_Type, &field_names, &PyType_Type, &match_type, &PyType_Type, &hit_type,
+            &init, &PyList_Type, &contributions, &query, &PyList_Type, &layers))
+        return -1;
+    if (self->programs) {
+        PyErr_SetString(PyExc_RuntimeError, "Matcher is already initialised");
+        return -1;
+    }
+    if (stride <= 0 || stride > 1 << 20) {
+        PyErr_SetString(PyExc_ValueError, "stride out of range");
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(field_names) > 8) {
+        PyErr_SetString(PyExc_ValueError, "at most 8 fields");
+        return -1;
+    }
+    self->stride = stride;
+    const char *match_names[3] = {"rule_id", "rule_version", "hits"};
+    const char *hit_names[4] = {"field", "start", "end", "term"};
+    if (slot_offsets(match_type, match_names, 3, self->match_offsets) < 0 ||
+        slot_offsets(hit_type, hit_names, 4, self->hit_offsets) < 0)
+        return -1;
+    Py_INCREF(match_type);
+    self->match_type = match_type;
+    Py_INCREF(hit_type);
+    self->hit_type = hit_type;
+    Py_INCREF(field_names);
+    self->field_names = field_names;
+    /* pids and searches first: the programs refer to them */
+    self->nsids = PyList_GET_SIZE(pids_of);
+    self->npids = PyList_GET_SIZE(pid_label);
+    if (!(self->pid_sid = int_array(pid_sid, NULL, 0, self->nsids))) return -1;
+    if (PySequence_Size(pid_sid) != self->npids) {
+        PyErr_SetString(PyExc_ValueError, "pid_label and pid_sid differ in length");
+        return -1;
+    }
+    self->pid_label = PyMem_Calloc((size_t)(self->npids ? self->npids : 1), sizeof(PyObject *));
+    self->pids_of = PyMem_Calloc((size_t)(self->nsids ? self->nsids : 1), sizeof(int32_t *));
+    self->sid_casefold = PyMem_Calloc((size_t)(self->nsids ? self->nsids : 1), 1);
+    self->contrib = PyMem_Calloc((size_t)(self->nsids ? self->nsids : 1), sizeof(Contribution *));
+    if (!self->pid_label || !self->pids_of || !self->sid_casefold || !self->contrib) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t pid = 0; pid < self->npids; pid++) {
+        PyObject *label = PyList_GET_ITEM(pid_label, pid);
+        if (!PyUnicode_Check(label)) {
+            PyErr_SetString(PyExc_TypeError, "pid_label: expected str");
+            return -1;
+        }
+        Py_INCREF(label);
+        self->pid_label[pid] = label;
+    }
+    PyObject *casefold = PySequence_Fast(sid_casefold, "sid_casefold: expected a sequence");
+    if (!casefold) return -1;
+    int bad = PySequence_Fast_GET_SIZE(casefold) != self->nsids ||
+              PyList_GET_SIZE(contributions) != self->nsids;
+    for (Py_ssize_t sid = 0; sid < self->nsids && !bad; sid++) {
+        int truth = PyObject_IsTrue(PySequence_Fast_GET_ITEM(casefold, sid));
+        if (truth < 0 ||
+            !(self->pids_of[sid] = int_array(PyList_GET_ITEM(pids_of, sid), NULL, 1, self->npids))) {
+            Py_DECREF(casefold);
+            return -1;
+        }
+        self->sid_casefold[sid] = (uint8_t)truth;
+    }
+    Py_DECREF(casefold);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "sid_casefold, contributions and pids_of differ in length");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(programs);
+    self->programs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Program));
+    if (!self->programs) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->nprograms = n;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (program_init(self, &self->programs[i], PyList_GET_ITEM(programs, i)) < 0) return -1;
+    /* deciding */
+    Py_ssize_t limit = n * stride;
+    self->nbytes = (limit + 7) / 8;
+    if (bytes_copy(init, self->nbytes, &self->init) < 0) return -1;
+    for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
+        PyObject *items = PySequence_Fast(PyList_GET_ITEM(contributions, sid),
+                                          "contributions: expected sequences");
+        if (!items) return -1;
+        Py_ssize_t m = PySequence_Fast_GET_SIZE(items);
+        self->contrib[sid] = PyMem_Calloc((size_t)(m + 1), sizeof(Contribution));
+        if (!self->contrib[sid]) {
+            Py_DECREF(items);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < m; i++) {
+            Contribution *c = &self->contrib[sid][i];
+            PyObject *positions;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "lO", &c->mask,
+                                  &positions) ||
+                !(c->positions = int_array(positions, &c->npositions, 0, limit))) {
+                Py_DECREF(items);
+                return -1;
+            }
+        }
+        Py_DECREF(items);
+    }
+    if (layer_init(self, &self->query, query) < 0) return -1;
+    self->nlayers = PyList_GET_SIZE(layers);
+    self->layers = PyMem_Calloc((size_t)(self->nlayers ? self->nlayers : 1), sizeof(Layer));
+    if (!self->layers) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < self->nlayers; i++)
+        if (layer_init(self, &self->layers[i], PyList_GET_ITEM(layers, i)) < 0) return -1;
+    /* A rule can match with no search found only when every slot of its query is set
+     * beforehand (no clause: its test decides); every other needs a contribution. */
+    self->always = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    if (!self->always) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int all = 1;
+        for (Py_ssize_t j = 0; j < self->query.nslots && all; j++)
+            all = acc_bit(self->init, i * stride + self->query.slots[j]);
+        self->always[i] = (uint8_t)all;
+    }
+    return 0;
+}
+
+/* One call's view of a Scan (references kept for the call). */
+typedef struct {
+    Matcher *self;
+    PyObject *scan;
+    PyObject *fields_of, *spans, *pid_cache, *objects, *norms;
+    uint8_t *present;    /* the pids found, as bits */
+    long shift[8][2];    /* per field and case: the constant shift to the original text, */
+    uint8_t known[8][2]; /* 1 when computed, 2 when the text is not one linear piece */
+} Call;
+
+static PyObject *get_slot(PyObject *scan, const char *name, PyTypeObject *type) {
+    PyObject *value = PyObject_GetAttrString(scan, name);
+    if (value && !Py_IS_TYPE(value, type)) {
+        PyErr_Format(PyExc_TypeError, "scan.%s: expected %s", name, type->tp_name);
+        Py_CLEAR(value);
+    }
+    return value;
+}
+
+static int call_open(Call *c, Matcher *self, PyObject *scan) {
+    memset(c, 0, sizeof(*c));
+    c->self = self;
+    c->scan = scan;
+    c->present = PyMem_Calloc((size_t)(self->npids / 8 + 1), 1);
+    if (!c->present) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!(c->fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
+        !(c->spans = get_slot(scan, "spans", &PyDict_Type)) ||
+        !(c->pid_cache = get_slot(scan, "_pid_hits", &PyDict_Type)) ||
+        !(c->objects = get_slot(scan, "_hit_objects", &PyDict_Type)) ||
+        !(c->norms = get_slot(scan, "norms", &PyDict_Type)))
+        return -1;
+    return 0;
+}
+
+static void call_close(Call *c) {
+    Py_XDECREF(c->fields_of);
+    Py_XDECREF(c->spans);
+    Py_XDECREF(c->pid_cache);
+    Py_XDECREF(c->objects);
+    Py_XDECREF(c->norms);
+    PyMem_Free(c->present);
+}
+
+static long field_mask(Call *c, int32_t sid) {
+    PyObject *key = PyLong_FromLong(sid);
+    if (!key) return -1;
+    PyObject *fields = PyDict_GetItemWithError(c->fields_of, key); /* borrowed */
+    Py_DECREF(key);
+    if (!fields) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "a pattern found of a search not found");
+        return -1;
+    }
+    return PyLong_AsLong(fields);
+}
+
+/* Whether field fi's text (folded or exact) maps one to one onto the original, with a
+ * constant shift (Scan.original's common case): 1 and the shift, 0, or -1 on error. */
+static int linear_shift(Call *c, int fi, int casefold, long *shift) {
+    if (!c->known[fi][casefold]) {
+        PyObject *key = Py_BuildValue("(iO)", fi, casefold ? Py_True : Py_False);
+        if (!key) return -1;
+        PyObject *norm = PyDict_GetItemWithError(c->norms, key); /* borrowed */
+        Py_DECREF(key);
+        if (!norm) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "a field not normalised");
+            return -1;
+        }
+        PyObject *starts = PyObject_GetAttrString(norm, "piece_starts");
+        PyObject *spans = starts ? PyObject_GetAttrString(norm, "piece_spans") : NULL;
+        PyObject *origins = spans ? PyObject_GetAttrString(norm, "piece_origins") : NULL;
+        int rc = origins ? 0 : -1;
+        c->known[fi][casefold] = 2;
+        if (origins && PyTuple_Check(starts) && PyTuple_Check(spans) && PyTuple_Check(origins) &&
+            PyTuple_GET_SIZE(starts) == 1 && PyTuple_GET_SIZE(spans) == 1 &&
+            PyTuple_GET_ITEM(spans, 0) == Py_None && PyTuple_GET_SIZE(origins) == 1) {
+            c->shift[fi][casefold] = PyLong_AsLong(PyTuple_GET_ITEM(origins, 0));
+            if (c->shift[fi][casefold] == -1 && PyErr_Occurred()) rc = -1;
+            else c->known[fi][casefold] = 1;
+        }
+        Py_XDECREF(starts);
+        Py_XDECREF(spans);
+        Py_XDECREF(origins);
+        if (rc < 0) {
+            c->known[fi][casefold] = 0;
+            return -1;
+        }
+    }
+    *shift = c->shift[fi][casefold];
+    return c->known[fi][casefold] == 1;
+}
+
+static inline int long_item(PyObject *tuple, Py_ssize_t i, long *out) {
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) <= i) {
+        PyErr_SetString(PyExc_TypeError, "expected a longer tuple");
+        return -1;
+    }
+    *out = PyLong_AsLong(PyTuple_GET_ITEM(tuple, i));
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* Scan.pid_hits, compiled: a new reference to (keys, hits or None), cached in the scan. */
+static PyObject *pid_hits(Call *c, int32_t pid) {
+    Matcher *self = c->self;
+    PyObject *pid_obj = PyLong_FromLong(pid);
+    if (!pid_obj) return NULL;
+    PyObject *cached = PyDict_GetItemWithError(c->pid_cache, pid_obj); /* borrowed */
+    if (cached || PyErr_Occurred()) {
+        Py_DECREF(pid_obj);
+        Py_XINCREF(cached);
+        return cached;
+    }
+    int32_t sid = self->pid_sid[pid];
+    PyObject *label = self->pid_label[pid];
+    PyObject *keys = PyList_New(0), *hits = PyList_New(0), *pair = NULL;
+    long fields = field_mask(c, sid);
+    if (!keys || !hits || (fields == -1 && PyErr_Occurred())) goto done;
+    int clean = 1;
+    long last_fi = -1, last_end = 0;
+    for (int fi = 0; fi < PyTuple_GET_SIZE(self->field_names); fi++) {
+        if (!((fields >> fi) & 1)) continue;
+        PyObject *found, *span_key = PyLong_FromLong(((long)sid << 3) | fi);
+        if (!span_key) goto done;
+        long shift;
+        int linear = linear_shift(c, fi, self->sid_casefold[sid], &shift);
+        if (linear < 0) {
+            Py_DECREF(span_key);
+            goto done;
+        }
+        if (linear) {
+            found = PyDict_GetItemWithError(c->spans, span_key);
+            Py_XINCREF(found);
+            if (!found && !PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "no spans");
+        } else { /* Scan.original maps the spans piece by piece */
+            found = PyObject_CallMethod(c->scan, "original", "O", span_key);
+            shift = 0;
+        }
+        Py_DECREF(span_key);
+        if (!found) goto done;
+        if (!PyList_Check(found)) {
+            Py_DECREF(found);
+            PyErr_SetString(PyExc_TypeError, "spans: expected lists");
+            goto done;
+        }
+        PyObject *field_name = PyTuple_GET_ITEM(self->field_names, fi);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(found); i++) {
+            PyObject *span = PyList_GET_ITEM(found, i);
+            long start, end;
+            if (long_item(span, 0, &start) < 0 || long_item(span, 1, &end) < 0) {
+                Py_DECREF(found);
+                goto done;
+            }
+            start += shift;
+            end += shift;
+            PyObject *key = PyTuple_New(4);
+            PyObject *fi_obj = PyLong_FromLong(fi), *s_obj = PyLong_FromLong(start),
+                     *e_obj = PyLong_FromLong(end);
+            if (!key || !fi_obj || !s_obj || !e_obj) {
+                Py_XDECREF(key);
+                Py_XDECREF(fi_obj);
+                Py_XDECREF(s_obj);
+                Py_XDECREF(e_obj);
+                Py_DECREF(found);
+                goto done;
+            }
+            PyTuple_SET_ITEM(key, 0, fi_obj);
+            PyTuple_SET_ITEM(key, 1, s_obj);
+            PyTuple_SET_ITEM(key, 2, e_obj);
+            PyTuple_SET_ITEM(key, 3, Py_NewRef(label));
+            PyObject *hit = PyDict_GetItemWithError(c->objects, key); /* borrowed */
+            if (hit) {
+                Py_INCREF(hit);
+            } else if (!PyErr_Occurred()) {
+                PyObject *values[4] = {field_name, s_obj, e_obj, label};
+                hit = new_object(self->hit_type, self->hit_offsets, values, 4);
+                if (hit && PyDict_SetItem(c->objects, key, hit) < 0) Py_CLEAR(hit);
+            }
+            int failed = !hit || PyList_Append(keys, key) < 0 || PyList_Append(hits, hit) < 0;
+            Py_DECREF(key);
+            Py_XDECREF(hit);
+            if (failed) {
+                Py_DECREF(found);
+                goto done;
+            }
+            if (fi == last_fi && start < last_end) clean = 0;
+            last_fi = fi;
+            last_end = end;
+        }
+        Py_DECREF(found);
+    }
+    {
+        PyObject *hit_tuple = clean || PyList_GET_SIZE(keys) == 1 ? PyList_AsTuple(hits)
+                                                                  : Py_NewRef(Py_None);
+        if (!hit_tuple) goto done;
+        pair = PyTuple_Pack(2, keys, hit_tuple);
+        Py_DECREF(hit_tuple);
+        if (pair && PyDict_SetItem(c->pid_cache, pid_obj, pair) < 0) Py_CLEAR(pair);
+    }
+done:
+    Py_DECREF(pid_obj);
+    Py_XDECREF(keys);
+    Py_XDECREF(hits);
+    return pair;
+}
+
+typedef struct {
+    long fi, start, end;
+    PyObject *hit; /* borrowed from a pid's cached pair, which the Hits hold on to */
+} Item;
+
+typedef struct {
+    Item *items;
+    Py_ssize_t n, cap;
+    PyObject *pairs;  /* list: the pids' pairs, kept alive while items point into them */
+    PyObject *single; /* the one pid's hits, when they are all the hits */
+    Py_ssize_t pids;  /* pids collected */
+    int filtered;     /* some occurrence was outside its group's fields */
+} Hits;
+
+static int item_order(const void *a, const void *b) {
+    const Item *x = a, *y = b;
+    if (x->fi != y->fi) return x->fi < y->fi ? -1 : 1;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0; /* the same span twice: an overlap, which sends the rule to the fallback */
+}
+
+/* Add the occurrences of a group's patterns found, in its fields: 0, 1 when a pattern's
+ * own hits overlap (the fallback sorts that out), or -1. */
+static int collect(Call *c, const Group *group, Hits *h) {
+    for (Py_ssize_t j = 0; j < group->npids; j++) {
+        int32_t pid = group->pids[j];
+        if (!((c->present[pid >> 3] >> (pid & 7)) & 1)) continue;
+        PyObject *pair = pid_hits(c, pid);
+        if (!pair) return -1;
+        int failed = PyList_Append(h->pairs, pair);
+        Py_DECREF(pair);
+        if (failed) return -1;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyList_Check(PyTuple_GET_ITEM(pair, 0))) {
+            PyErr_SetString(PyExc_TypeError, "pid_hits: expected (keys, hits) pairs");
+            return -1;
+        }
+        PyObject *keys = PyTuple_GET_ITEM(pair, 0), *hits = PyTuple_GET_ITEM(pair, 1);
+        if (hits == Py_None) return 1;
+        if (!PyTuple_Check(hits) || PyTuple_GET_SIZE(hits) != PyList_GET_SIZE(keys)) {
+            PyErr_SetString(PyExc_TypeError, "pid_hits: keys and hits differ");
+            return -1;
+        }
+        h->pids++;
+        h->single = hits;
+        Py_ssize_t n = PyList_GET_SIZE(keys);
+        if (h->n + n > h->cap) {
+            Py_ssize_t cap = (h->n + n) * 2 + 16;
+            Item *grown = PyMem_Realloc(h->items, (size_t)cap * sizeof(Item));
+            if (!grown) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            h->items = grown;
+            h->cap = cap;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *key = PyList_GET_ITEM(keys, i);
+            Item item;
+            if (long_item(key, 0, &item.fi) < 0 || long_item(key, 1, &item.start) < 0 ||
+                long_item(key, 2, &item.end) < 0)
+                return -1;
+            if (item.fi < 0 || item.fi > 7 || !((group->mask >> item.fi) & 1)) {
+                h->filtered = 1;
+                continue;
+            }
+            item.hit = PyTuple_GET_ITEM(hits, i);
+            h->items[h->n++] = item;
+        }
+    }
+    return 0;
+}
+
+/* A rule that matched: a new reference to its Match, Py_None for the fallback, or NULL. */
+static PyObject *program_match(Call *c, const Program *program) {
+    Matcher *self = c->self;
+    if (!program->native) Py_RETURN_NONE;
+    Hits h = {NULL, 0, 0, PyList_New(0), NULL, 0, 0};
+    PyObject *out = NULL, *hits = NULL;
+    int rc = 0;
+    if (!h.pairs) return NULL;
+    for (Py_ssize_t g = 0; g < program->nfree && !rc; g++) rc = collect(c, &program->free[g], &h);
+    for (Py_ssize_t k = 0; k < program->nguards && !rc; k++) {
+        const Guard *guard = &program->guards[k];
+        PyObject *r = PyObject_CallOneArg(guard->condition, c->scan);
+        int holds = r ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+        if (holds < 0) rc = -1;
+        for (Py_ssize_t g = 0; holds > 0 && g < guard->ngroups && !rc; g++)
+            rc = collect(c, &guard->groups[g], &h);
+    }
+    if (rc < 0) goto done;
+    if (rc > 0) {
+        out = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (h.pids == 1 && !h.filtered) {
+        hits = Py_NewRef(h.single); /* the pattern's own hits, shared */
+    } else {
+        qsort(h.items, (size_t)h.n, sizeof(Item), item_order);
+        for (Py_ssize_t i = 1; i < h.n; i++)
+            if (h.items[i].fi == h.items[i - 1].fi && h.items[i].start < h.items[i - 1].end) {
+                out = Py_NewRef(Py_None); /* two overlap: ordered_hit_keys sorts that out */
+                goto done;
+            }
+        if (!(hits = PyTuple_New(h.n))) goto done;
+        for (Py_ssize_t i = 0; i < h.n; i++) PyTuple_SET_ITEM(hits, i, Py_NewRef(h.items[i].hit));
+    }
+    PyObject *values[3] = {program->rule_id, program->version, hits};
+    out = new_object(self->match_type, self->match_offsets, values, 3);
+done:
+    Py_XDECREF(hits);
+    Py_DECREF(h.pairs);
+    PyMem_Free(h.items);
+    return out;
+}
+
+/* Whether layer ``layer`` fires for the rule at ``base``: every slot set, the negated one not. */
+static inline int fires(const Layer *layer, const uint8_t *acc, Py_ssize_t base) {
+    if (acc_bit(acc, base + layer->neg)) return 0;
+    for (Py_ssize_t j = 0; j < layer->nslots; j++)
+        if (!acc_bit(acc, base + layer->slots[j])) return 0;
+    return 1;
+}
+
+static int truth_of(PyObject *fn, PyObject *scan) {
+    PyObject *r = PyObject_CallOneArg(fn, scan);
+    if (!r) return -1;
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return truth;
+}
+
+/* scan._pids (Scan.pids), from the bits, before Python code that may use it. */
+static int set_pids(Call *c) {
+    PyObject *old = PyObject_GetAttrString(c->scan, "_pids");
+    if (!old) return -1;
+    int missing = old == Py_None;
+    Py_DECREF(old);
+    if (!missing) return 0;
+    PyObject *pids = PySet_New(NULL);
+    if (!pids) return -1;
+    for (Py_ssize_t pid = 0; pid < c->self->npids; pid++) {
+        if (!c->present[pid >> 3]) {
+            pid |= 7;
+            continue;
+        }
+        if (!((c->present[pid >> 3] >> (pid & 7)) & 1)) continue;
+        PyObject *p = PyLong_FromSsize_t(pid);
+        if (!p || PySet_Add(pids, p) < 0) {
+            Py_XDECREF(p);
+            Py_DECREF(pids);
+            return -1;
+        }
+        Py_DECREF(p);
+    }
+    int rc = PyObject_SetAttrString(c->scan, "_pids", pids);
+    Py_DECREF(pids);
+    return rc;
+}
+
+/* match(scan, scope, fallback): Engine._decide, then Engine._matches.
+ *   scope: one byte per rule, whether it is enabled and its scope admits the feed;
+ *   fallback(index): Engine._match_one. */
+static PyObject *Matcher_match(Matcher *self, PyObject *args) {
+    PyObject *scan, *fallback;
+    Py_buffer scope;
+    if (!PyArg_ParseTuple(args, "Oy*O", &scan, &scope, &fallback)) return NULL;
+    PyObject *out = NULL;
+    uint8_t *acc = NULL, *touched = NULL;
+    Call c;
+    if (call_open(&c, self, scan) < 0) goto done;
+    if (scope.len != self->nprograms) {
+        PyErr_SetString(PyExc_ValueError, "scope: one byte per rule");
+        goto done;
+    }
+    acc = PyMem_Malloc((size_t)(self->nbytes ? self->nbytes : 1));
+    touched = PyMem_Malloc((size_t)(self->nprograms ? self->nprograms : 1));
+    if (!acc || !touched) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(acc, self->init, (size_t)self->nbytes);
+    memcpy(touched, self->always, (size_t)self->nprograms);
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(c.fields_of, &pos, &k, &v)) {
+        long sid = PyLong_AsLong(k), fields = PyLong_AsLong(v);
+        if ((sid == -1 || fields == -1) && PyErr_Occurred()) goto done;
+        if (sid < 0 || sid >= self->nsids) {
+            PyErr_SetString(PyExc_ValueError, "fields_of: no such search");
+            goto done;
+        }
+        for (const int32_t *pid = self->pids_of[sid]; *pid >= 0; pid++)
+            c.present[*pid >> 3] |= (uint8_t)(1 << (*pid & 7));
+        for (const Contribution *con = self->contrib[sid]; con->positions; con++) {
+            if (!(fields & con->mask)) continue;
+            for (Py_ssize_t j = 0; j < con->npositions; j++) {
+                int32_t p = con->positions[j];
+                acc[p >> 3] |= (uint8_t)(1 << (p & 7));
+                touched[p / self->stride] = 1;
+            }
+        }
+    }
+    if (!(out = PyList_New(0))) goto done;
+    const uint8_t *admitted = scope.buf;
+    int pids_set = 0;
+    for (Py_ssize_t index = 0; index < self->nprograms; index++) {
+        if (!touched[index] || !admitted[index]) continue;
+        Py_ssize_t base = index * self->stride;
+        if (!fires(&self->query, acc, base)) continue;
+        const Program *program = &self->programs[index];
+        if (!self->query.exact[index]) {
+            int holds = truth_of(program->test, scan);
+            if (holds < 0) goto fail;
+            if (!holds) continue;
+        }
+        int excluded = 0, maybe = 0;
+        for (Py_ssize_t l = 0; l < self->nlayers && !excluded; l++) {
+            const Layer *layer = &self->layers[l];
+            if (!layer->members[index] || !fires(layer, acc, base)) continue;
+            if (layer->exact[index]) excluded = 1;
+            else maybe = 1;
+        }
+        for (Py_ssize_t x = 0; maybe && !excluded && x < PyTuple_GET_SIZE(program->excludes); x++) {
+            excluded = truth_of(PyTuple_GET_ITEM(program->excludes, x), scan);
+            if (excluded < 0) goto fail;
+        }
+        if (excluded) continue;
+        PyObject *match = program_match(&c, program);
+        if (match == Py_None) {
+            Py_DECREF(match);
+            if (!pids_set && set_pids(&c) < 0) goto fail;
+            pids_set = 1;
+            PyObject *i = PyLong_FromSsize_t(index);
+            if (!i) goto fail;
+            match = PyObject_CallOneArg(fallback, i);
+            Py_DECREF(i);
+        }
+        if (!match || PyList_Append(out, match) < 0) {
+            Py_XDECREF(match);
+            goto fail;
+        }
+        Py_DECREF(match);
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    call_close(&c);
+    PyMem_Free(acc);
+    PyMem_Free(touched);
+    PyBuffer_Release(&scope);
+    return out;
+}
+
+/* Matcher.pid_hits(scan, pid): Scan.pid_hits, compiled (tests compare the two). */
+static PyObject *Matcher_pid_hits(Matcher *self, PyObject *args) {
+    PyObject *scan;
+    int pid;
+    if (!PyArg_ParseTuple(args, "Oi", &scan, &pid)) return NULL;
+    if (pid < 0 || pid >= self->npids) {
+        PyErr_SetString(PyExc_ValueError, "no such pid");
+        return NULL;
+    }
+    Call c;
+    PyObject *out = call_open(&c, self, scan) < 0 ? NULL : pid_hits(&c, pid);
+    call_close(&c);
+    return out;
+}
+
+static PyMethodDef Matcher_methods[] = {
+    {"match", (PyCFunction)Matcher_match, METH_VARARGS,
+     "match(scan, scope, fallback): the Match of every rule that matches the scan, in rule "
+     "order, as Engine._decide and Engine._matches find them."},
+    {"pid_hits", (PyCFunction)Matcher_pid_hits, METH_VARARGS,
+     "pid_hits(scan, pid): Scan.pid_hits, compiled."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bot.rules._speedups.Matcher",
+    .tp_basicsize = sizeof(Matcher),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Engine._decide and Engine._matches, compiled.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Matcher_init,
+    .tp_dealloc = (destructor)Matcher_dealloc,
+    .tp_methods = Matcher_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_speedups", "The rule engine's hot loops, compiled (see _speedups.c).",
+    -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&MatcherType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(&ScannerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&MatcherType);
+    if (PyModule_AddObject(m, "Matcher", (PyObject *)&MatcherType) < 0) {
+        Py_DECREF(&MatcherType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
