@@ -24,6 +24,7 @@ from test_rules_engine_differential import bench
 from bot.model import Entry, Hit, Match
 from bot.rules import RuleSet, load_rules, native
 from bot.rules.engine import Engine
+from bot.rules.text import _compiled_normalizer, normalize, python_normalize
 
 needs_native = pytest.mark.skipif(not native.available(),
                                   reason="the compiled search was not built (no C compiler)")
@@ -221,3 +222,42 @@ def test_the_matcher_refuses_tables_that_do_not_fit() -> None:
     ]:
         with pytest.raises((ValueError, TypeError), match=message):
             matcher_type(**{**good, **change})
+
+
+NORMALIZE_ALPHABET = (
+    "aZ09 ,.'-"  # plain
+    "\n\t\r\x0b\x0c\x1c\x85\xa0\u1680\u2000\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # spaces
+    "’‘“”–—−ＡＢａ０（）！　"  # one-to-one folds
+    "日本のジブチ防衛、。"  # Japanese NFKC leaves alone
+    "ｼﾞﾌﾞﾁﬁﬂß…é\u00ad\u200bİ" "e\u0301"  # expand, vanish or combine: Python's way
+    "𠮟𝐀"  # beyond the BMP
+)
+
+
+@needs_native
+@settings(max_examples=1000, deadline=None)
+@given(text=st.text(alphabet=NORMALIZE_ALPHABET, max_size=40))
+def test_the_compiled_normaliser_is_the_python_one(text: str) -> None:
+    assert normalize(text, casefold=False) == python_normalize(text, casefold=False)
+
+
+@needs_native
+@pytest.mark.parametrize("text", [
+    "Japan’s  OSA\n\nnews", "ＧＣＡＰ　treaty", "  lead", "trail \n", "a \u00a0b", "plain",
+    "日本の防衛、ジブチ。", "",
+])
+def test_the_compiled_normaliser_takes_ordinary_text(text: str) -> None:
+    compiled = _compiled_normalizer()
+    assert compiled is not None
+    found = compiled.normalize(text)
+    assert found is not None  # not handed back to Python
+    assert found == python_normalize(text, casefold=False)
+
+
+@needs_native
+@pytest.mark.parametrize("text", ["ﬁji", "Straße", "e\u0301", "ｼﾞﾌﾞﾁ", "𠮟る", "a\u00adb"])
+def test_the_compiled_normaliser_leaves_the_rest_to_python(text: str) -> None:
+    compiled = _compiled_normalizer()
+    assert compiled is not None
+    assert compiled.normalize(text) is None
+    assert normalize(text, casefold=False) == python_normalize(text, casefold=False)

@@ -1545,18 +1545,252 @@ static PyTypeObject MatcherType = {
     .tp_methods = Matcher_methods,
 };
 
+/* --- Normalizer: bot.rules.text.normalize(text, casefold=False), the common case ---------
+ *
+ * Text whose every character is left alone by NFKC, is white space, or folds to exactly one
+ * other character (``’`` → ``'``, full-width ``Ａ`` → ``A``): white space runs become one
+ * space, the folds are applied, and the offset map is built as text.normalize's _Builder
+ * builds it (linear pieces merged, an explicit piece for each collapsed run). Any other
+ * character — one that expands, vanishes or combines, or lies beyond the BMP — returns
+ * None, and text.normalize does the whole text in Python. tests/test_rules_native.py
+ * compares the two. */
+
+enum { K_PLAIN = 0, K_SPACE = 1, K_SIMPLE = 2, K_COMPLEX = 3 };
+
+typedef struct {
+    PyObject_HEAD
+    uint8_t kinds[65536];   /* by BMP character: K_* (K_SPACE: white space but " ") */
+    Py_UCS4 *simple;        /* by BMP character: what a K_SIMPLE character folds to */
+    PyTypeObject *type;     /* Normalized */
+    Py_ssize_t offsets[6];  /* its slots: original, text, piece_starts, piece_origins,
+                               piece_spans, wide */
+} Normalizer;
+
+static void Normalizer_dealloc(Normalizer *self) {
+    PyMem_Free(self->simple);
+    Py_XDECREF(self->type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Normalizer(kinds, simple, normalized_type): kinds is 65,536 bytes (K_*), simple 65,536
+ * little-endian uint32 (the fold of each K_SIMPLE character). */
+static int Normalizer_init(Normalizer *self, PyObject *args, PyObject *kwds) {
+    Py_buffer kinds, simple;
+    PyTypeObject *type;
+    static char *kwlist[] = {"kinds", "simple", "normalized_type", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*O!", kwlist, &kinds, &simple,
+                                     &PyType_Type, &type))
+        return -1;
+    int rc = -1;
+    const char *names[6] = {"original", "text", "piece_starts", "piece_origins",
+                            "piece_spans", "wide"};
+    if (self->type) {
+        PyErr_SetString(PyExc_RuntimeError, "Normalizer is already initialised");
+        goto done;
+    }
+    if (kinds.len != 65536 || simple.len != 65536 * 4) {
+        PyErr_SetString(PyExc_ValueError, "kinds: 65536 bytes; simple: 65536 uint32");
+        goto done;
+    }
+    if (slot_offsets(type, names, 6, self->offsets) < 0) goto done;
+    memcpy(self->kinds, kinds.buf, 65536);
+    self->simple = PyMem_Malloc(65536 * sizeof(Py_UCS4));
+    if (!self->simple) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const uint8_t *b = simple.buf;
+    for (Py_ssize_t c = 0; c < 65536; c++) {
+        Py_UCS4 to = (Py_UCS4)b[4 * c] | (Py_UCS4)b[4 * c + 1] << 8 |
+                     (Py_UCS4)b[4 * c + 2] << 16 | (Py_UCS4)b[4 * c + 3] << 24;
+        if (self->kinds[c] > K_COMPLEX || (self->kinds[c] == K_SIMPLE && (to == 0 || to > 0x10FFFF))) {
+            PyErr_SetString(PyExc_ValueError, "a kind or a fold out of range");
+            goto done;
+        }
+        self->simple[c] = to;
+    }
+    Py_INCREF(type);
+    self->type = type;
+    rc = 0;
+done:
+    PyBuffer_Release(&kinds);
+    PyBuffer_Release(&simple);
+    return rc;
+}
+
+typedef struct {
+    Py_ssize_t start, origin; /* where it begins in the output; its original index */
+    Py_ssize_t end;           /* an explicit piece's one span is (origin, end); -1: linear */
+} Piece;
+
+typedef struct {
+    Py_UCS4 *out;
+    Py_ssize_t size;
+    Piece *pieces;
+    Py_ssize_t npieces;
+    Py_ssize_t linear_end;
+} Builder;
+
+static void b_piece(Builder *b, Py_ssize_t origin, Py_ssize_t end) {
+    b->pieces[b->npieces++] = (Piece){b->size, origin, end};
+}
+
+/* _Builder.linear: text[from:to] (already folded into ``chars``) copied from ``origin`` */
+static void b_linear(Builder *b, const Py_UCS4 *chars, Py_ssize_t len, Py_ssize_t origin) {
+    if (!len) return;
+    if (origin != b->linear_end) b_piece(b, origin, -1);
+    memcpy(b->out + b->size, chars, (size_t)len * sizeof(Py_UCS4));
+    b->size += len;
+    b->linear_end = origin + len;
+}
+
+/* _Builder.explicit(" ", [(start, end)]) */
+static void b_space(Builder *b, Py_ssize_t start, Py_ssize_t end) {
+    b_piece(b, start, end);
+    b->out[b->size++] = ' ';
+    b->linear_end = -1;
+}
+
+/* _Builder.widen_last: the last character (a space) also stands for the original up to end */
+static void b_widen_last(Builder *b, Py_ssize_t end) {
+    Piece *last = &b->pieces[b->npieces - 1];
+    if (last->end < 0) { /* split the linear piece: its last character becomes explicit */
+        Py_ssize_t o = last->origin + b->size - 1 - last->start;
+        b->size -= 1;
+        if (b->size == last->start) b->npieces -= 1;
+        b->linear_end = -1;
+        b_space(b, o, end);
+    } else {
+        last->end = end;
+        b->linear_end = -1;
+    }
+}
+
+static inline int is_space(const Normalizer *self, Py_UCS4 c) {
+    return c == ' ' || (c < 0x10000 && self->kinds[c] == K_SPACE);
+}
+
+static PyObject *Normalizer_normalize(Normalizer *self, PyObject *text) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "expected a str");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    if (kind == PyUnicode_4BYTE_KIND) Py_RETURN_NONE; /* beyond the BMP: Python's way */
+    if (kind == PyUnicode_2BYTE_KIND) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (self->kinds[((const Py_UCS2 *)data)[i]] == K_COMPLEX) Py_RETURN_NONE;
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (self->kinds[((const Py_UCS1 *)data)[i]] == K_COMPLEX) Py_RETURN_NONE;
+    }
+    PyObject *result = NULL;
+    Builder b = {NULL, 0, NULL, 0, -1};
+    Py_UCS4 *src = PyUnicode_AsUCS4Copy(text);
+    b.out = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_UCS4));
+    /* a piece per mark at most twice, plus one: each mark opens at most two */
+    b.pieces = PyMem_Malloc((size_t)(2 * n + 2) * sizeof(Piece));
+    if (!src || !b.out || !b.pieces) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t p = 0; p < n; p++) {
+        Py_UCS4 c = src[p];
+        uint8_t k = self->kinds[c];
+        int space_mark = k == K_SPACE || (c == ' ' && p + 1 < n && src[p + 1] == ' ');
+        if (!space_mark && k != K_SIMPLE) continue;
+        if (p < pos) continue;
+        if (space_mark) {
+            Py_ssize_t at = p;
+            if (at > pos && src[at - 1] == ' ') at -= 1; /* " \n": the space belongs to the run */
+            Py_ssize_t end = at + 1;
+            while (end < n && is_space(self, src[end])) end++;
+            b_linear(&b, src + pos, at - pos, pos);
+            if (b.size && b.out[b.size - 1] == ' ') b_widen_last(&b, end);
+            else if (end - at == 1) {
+                Py_UCS4 sp = ' ';
+                b_linear(&b, &sp, 1, at);
+            } else b_space(&b, at, end);
+            pos = end;
+            p = end - 1;
+            continue;
+        }
+        b_linear(&b, src + pos, p - pos, pos);
+        b_linear(&b, &self->simple[c], 1, p);
+        pos = p + 1;
+    }
+    b_linear(&b, src + pos, n - pos, pos);
+    PyObject *out = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, b.out, b.size);
+    PyObject *starts = PyTuple_New(b.npieces), *origins = PyTuple_New(b.npieces),
+             *spans = PyTuple_New(b.npieces);
+    int failed = !out || !starts || !origins || !spans;
+    for (Py_ssize_t i = 0; i < b.npieces && !failed; i++) {
+        const Piece *piece = &b.pieces[i];
+        PyObject *start = PyLong_FromSsize_t(piece->start);
+        PyObject *origin = PyLong_FromSsize_t(piece->origin);
+        PyObject *span = piece->end < 0 ? Py_NewRef(Py_None)
+                                        : Py_BuildValue("((nn))", piece->origin, piece->end);
+        if (start) PyTuple_SET_ITEM(starts, i, start);
+        if (origin) PyTuple_SET_ITEM(origins, i, origin);
+        if (span) PyTuple_SET_ITEM(spans, i, span);
+        failed = !start || !origin || !span;
+    }
+    if (!failed) {
+        PyObject *values[6] = {text, out, starts, origins, spans, Py_False};
+        result = new_object(self->type, self->offsets, values, 6);
+    }
+    Py_XDECREF(out);
+    Py_XDECREF(starts);
+    Py_XDECREF(origins);
+    Py_XDECREF(spans);
+done:
+    PyMem_Free(src);
+    PyMem_Free(b.out);
+    PyMem_Free(b.pieces);
+    return result;
+}
+
+static PyMethodDef Normalizer_methods[] = {
+    {"normalize", (PyCFunction)Normalizer_normalize, METH_O,
+     "normalize(text): text.normalize(text, casefold=False), or None when a character needs "
+     "Python's way."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject NormalizerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bot.rules._speedups.Normalizer",
+    .tp_basicsize = sizeof(Normalizer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "text.normalize(text, casefold=False) for text of one-to-one characters.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Normalizer_init,
+    .tp_dealloc = (destructor)Normalizer_dealloc,
+    .tp_methods = Normalizer_methods,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_speedups", "The rule engine's hot loops, compiled (see _speedups.c).",
     -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&MatcherType) < 0) return NULL;
+    if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&MatcherType) < 0 ||
+        PyType_Ready(&NormalizerType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&ScannerType);
     if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0) {
         Py_DECREF(&ScannerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&NormalizerType);
+    if (PyModule_AddObject(m, "Normalizer", (PyObject *)&NormalizerType) < 0) {
+        Py_DECREF(&NormalizerType);
         Py_DECREF(m);
         return NULL;
     }

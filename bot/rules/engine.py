@@ -68,6 +68,7 @@ from bot.rules.text import (
     WordIndex,
     is_word_char,
     normalize,
+    python_normalize,
     units_between,
     word_chars,
     words_within,
@@ -384,6 +385,7 @@ class Engine:
     def __init__(self, rules: Sequence[Rule], *, native: bool = True) -> None:
         """``native``: use the compiled search when it was built (see bot.rules.native)."""
         self._native = native
+        self._normalize = normalize if native else python_normalize
         self.searches: list[_Search] = []
         self._sid_by_key: dict[tuple[str, bool, bool, bool], int] = {}
         self._sid_by_pattern: dict[int, int] = {}
@@ -638,7 +640,7 @@ class Engine:
             if not raw:
                 continue
             if self._needs_cs:
-                exact = normalize(raw, casefold=False)
+                exact = self._normalize(raw, casefold=False)
                 # For ASCII, lower() is casefold() and much faster (English after NFKC).
                 folded_text = (exact.text.lower() if exact.text.isascii()
                                else exact.text.casefold())
@@ -648,12 +650,12 @@ class Engine:
                                         exact.piece_origins, exact.piece_spans, exact.wide)
                     self._search(self._odd, exact.text, None, fi, scan)
                 else:
-                    folded = normalize(raw)
+                    folded = self._normalize(raw)
                     self._search(self._exact, exact.text, None, fi, scan)
                 scan.norms[(fi, False)] = exact
                 self._search(self._all, folded.text, exact.text if shared else None, fi, scan)
             else:
-                folded = exact = normalize(raw)
+                folded = exact = self._normalize(raw)
                 self._search(self._all, folded.text, None, fi, scan)
             scan.norms[(fi, True)] = folded
             for sid, search in self._regexes:

@@ -25,6 +25,9 @@ import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
+
+from bot.rules import native
 
 # Scripts written without spaces between words: a term ending in one of these characters
 # matches as a substring on that side. Sorted, non-overlapping, inclusive ranges.
@@ -345,6 +348,55 @@ def _is_complex(c: str, tables: _Tables) -> bool:
 
 def normalize(text: str, *, casefold: bool = True) -> Normalized:
     """NFKC (+ casefold), collapse white space, fold quotes/dashes; keep the offset map.
+
+    Without case folding (what the engine asks for), text whose characters NFKC leaves
+    alone or folds one to one goes through the compiled normaliser when it was built
+    (bot/rules/_speedups.c); everything else, and the reference, is
+    :func:`python_normalize`."""
+    if not casefold:
+        compiled = _compiled_normalizer()
+        if compiled is not None:
+            found: Normalized | None = compiled.normalize(text)
+            if found is not None:
+                return found
+    return python_normalize(text, casefold=casefold)
+
+
+@lru_cache(maxsize=1)
+def _normalizer_tables() -> tuple[bytes, bytes]:
+    """What the compiled normaliser needs to know of each BMP character: its kind (0 left
+    alone, 1 white space but " ", 2 folds to one character, 3 anything else) and, for
+    kind 2, what it folds to."""
+    tables = _tables()
+    kinds = bytearray(65536)
+    simple = bytearray(65536 * 4)
+    for code in range(65536):
+        c = chr(code)
+        if c.isspace() and c != " ":
+            kinds[code] = 1
+        elif c in tables.complex:
+            kinds[code] = 3
+        elif c in tables.simple:
+            kinds[code] = 2
+            simple[4 * code:4 * code + 4] = ord(tables.simple[c]).to_bytes(4, "little")
+    return bytes(kinds), bytes(simple)
+
+
+def _compiled_normalizer() -> Any:
+    compiled = native.compiled()
+    if compiled is None:
+        return None
+    return _make_normalizer(compiled)
+
+
+@lru_cache(maxsize=2)
+def _make_normalizer(compiled: Any) -> Any:
+    kinds, simple = _normalizer_tables()
+    return compiled.Normalizer(kinds, simple, Normalized)
+
+
+def python_normalize(text: str, *, casefold: bool = True) -> Normalized:
+    """:func:`normalize` in Python: every case, and the reference for the compiled one.
 
     Most text is copied in runs and case-folded with ``str.casefold`` (C speed). One regular
     expression of a single character class finds what needs attention — white space other
