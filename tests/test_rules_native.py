@@ -24,7 +24,7 @@ from test_rules_engine_differential import bench
 from bot.model import Entry, Hit, Match
 from bot.rules import RuleSet, load_rules, native
 from bot.rules.engine import Engine
-from bot.rules.text import _compiled_normalizer, normalize, python_normalize
+from bot.rules.text import _compiled_normalizer, casefold, normalize, python_normalize
 
 needs_native = pytest.mark.skipif(not native.available(),
                                   reason="the compiled search was not built (no C compiler)")
@@ -261,3 +261,11 @@ def test_the_compiled_normaliser_leaves_the_rest_to_python(text: str) -> None:
     assert compiled is not None
     assert compiled.normalize(text) is None
     assert normalize(text, casefold=False) == python_normalize(text, casefold=False)
+
+
+@needs_native
+@settings(max_examples=1000, deadline=None)
+@given(text=st.text(alphabet=NORMALIZE_ALPHABET + "ΣΑσςẞǅﬀİıＧＣＡＰ", max_size=40)
+       | st.text(max_size=20))
+def test_the_compiled_casefold_is_str_casefold(text: str) -> None:
+    assert casefold(text) == text.casefold()

@@ -1561,6 +1561,7 @@ typedef struct {
     PyObject_HEAD
     uint8_t kinds[65536];   /* by BMP character: K_* (K_SPACE: white space but " ") */
     Py_UCS4 *simple;        /* by BMP character: what a K_SIMPLE character folds to */
+    Py_UCS4 *lower;         /* by BMP character: its case folding, 0 when not one character */
     PyTypeObject *type;     /* Normalized */
     Py_ssize_t offsets[6];  /* its slots: original, text, piece_starts, piece_origins,
                                piece_spans, wide */
@@ -1568,17 +1569,38 @@ typedef struct {
 
 static void Normalizer_dealloc(Normalizer *self) {
     PyMem_Free(self->simple);
+    PyMem_Free(self->lower);
     Py_XDECREF(self->type);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Normalizer(kinds, simple, normalized_type): kinds is 65,536 bytes (K_*), simple 65,536
- * little-endian uint32 (the fold of each K_SIMPLE character). */
+static Py_UCS4 *uint32_table(const Py_buffer *buf) {
+    Py_UCS4 *out = PyMem_Malloc(65536 * sizeof(Py_UCS4));
+    if (!out) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    const uint8_t *b = buf->buf;
+    for (Py_ssize_t c = 0; c < 65536; c++) {
+        out[c] = (Py_UCS4)b[4 * c] | (Py_UCS4)b[4 * c + 1] << 8 | (Py_UCS4)b[4 * c + 2] << 16 |
+                 (Py_UCS4)b[4 * c + 3] << 24;
+        if (out[c] > 0x10FFFF) {
+            PyMem_Free(out);
+            PyErr_SetString(PyExc_ValueError, "a character out of range");
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* Normalizer(kinds, simple, lower, normalized_type): kinds is 65,536 bytes (K_*); simple
+ * and lower 65,536 little-endian uint32: the fold of each K_SIMPLE character, and the
+ * case folding of each character (0 when it is not one character). */
 static int Normalizer_init(Normalizer *self, PyObject *args, PyObject *kwds) {
-    Py_buffer kinds, simple;
+    Py_buffer kinds, simple, lower;
     PyTypeObject *type;
-    static char *kwlist[] = {"kinds", "simple", "normalized_type", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*O!", kwlist, &kinds, &simple,
+    static char *kwlist[] = {"kinds", "simple", "lower", "normalized_type", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*y*O!", kwlist, &kinds, &simple, &lower,
                                      &PyType_Type, &type))
         return -1;
     int rc = -1;
@@ -1588,27 +1610,19 @@ static int Normalizer_init(Normalizer *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_RuntimeError, "Normalizer is already initialised");
         goto done;
     }
-    if (kinds.len != 65536 || simple.len != 65536 * 4) {
-        PyErr_SetString(PyExc_ValueError, "kinds: 65536 bytes; simple: 65536 uint32");
+    if (kinds.len != 65536 || simple.len != 65536 * 4 || lower.len != 65536 * 4) {
+        PyErr_SetString(PyExc_ValueError, "kinds: 65536 bytes; simple, lower: 65536 uint32");
         goto done;
     }
     if (slot_offsets(type, names, 6, self->offsets) < 0) goto done;
     memcpy(self->kinds, kinds.buf, 65536);
-    self->simple = PyMem_Malloc(65536 * sizeof(Py_UCS4));
-    if (!self->simple) {
-        PyErr_NoMemory();
+    if (!(self->simple = uint32_table(&simple)) || !(self->lower = uint32_table(&lower)))
         goto done;
-    }
-    const uint8_t *b = simple.buf;
-    for (Py_ssize_t c = 0; c < 65536; c++) {
-        Py_UCS4 to = (Py_UCS4)b[4 * c] | (Py_UCS4)b[4 * c + 1] << 8 |
-                     (Py_UCS4)b[4 * c + 2] << 16 | (Py_UCS4)b[4 * c + 3] << 24;
-        if (self->kinds[c] > K_COMPLEX || (self->kinds[c] == K_SIMPLE && (to == 0 || to > 0x10FFFF))) {
+    for (Py_ssize_t c = 0; c < 65536; c++)
+        if (self->kinds[c] > K_COMPLEX || (self->kinds[c] == K_SIMPLE && !self->simple[c])) {
             PyErr_SetString(PyExc_ValueError, "a kind or a fold out of range");
             goto done;
         }
-        self->simple[c] = to;
-    }
     Py_INCREF(type);
     self->type = type;
     rc = 0;
@@ -1753,7 +1767,35 @@ done:
     return result;
 }
 
+/* str.casefold() for text whose every character folds to one character of the BMP (the
+ * same length, so the two texts share their offsets); None otherwise. */
+static PyObject *Normalizer_casefold(Normalizer *self, PyObject *text) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "expected a str");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    if (kind == PyUnicode_4BYTE_KIND) Py_RETURN_NONE;
+    Py_UCS4 *out = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_UCS4));
+    if (!out) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i), to = self->lower[c];
+        if (!to) {
+            PyMem_Free(out);
+            Py_RETURN_NONE;
+        }
+        out[i] = to;
+    }
+    PyObject *result = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, out, n);
+    PyMem_Free(out);
+    return result;
+}
+
 static PyMethodDef Normalizer_methods[] = {
+    {"casefold", (PyCFunction)Normalizer_casefold, METH_O,
+     "casefold(text): text.casefold() when every character folds to one, else None."},
     {"normalize", (PyCFunction)Normalizer_normalize, METH_O,
      "normalize(text): text.normalize(text, casefold=False), or None when a character needs "
      "Python's way."},

@@ -66,6 +66,7 @@ from bot.rules.terms import Pattern, compiled_regex
 from bot.rules.text import (
     Normalized,
     WordIndex,
+    casefold,
     is_word_char,
     normalize,
     python_normalize,
@@ -386,6 +387,9 @@ class Engine:
         """``native``: use the compiled search when it was built (see bot.rules.native)."""
         self._native = native
         self._normalize = normalize if native else python_normalize
+        # For ASCII, lower() is casefold() and much faster (English after NFKC).
+        self._casefold: Callable[[str], str] = casefold if native else (
+            lambda text: text.lower() if text.isascii() else text.casefold())
         self.searches: list[_Search] = []
         self._sid_by_key: dict[tuple[str, bool, bool, bool], int] = {}
         self._sid_by_pattern: dict[int, int] = {}
@@ -641,9 +645,7 @@ class Engine:
                 continue
             if self._needs_cs:
                 exact = self._normalize(raw, casefold=False)
-                # For ASCII, lower() is casefold() and much faster (English after NFKC).
-                folded_text = (exact.text.lower() if exact.text.isascii()
-                               else exact.text.casefold())
+                folded_text = self._casefold(exact.text)
                 shared = len(folded_text) == len(exact.text)
                 if shared:  # one to one: the two texts share the offset map
                     folded = Normalized(raw, folded_text, exact.piece_starts,

@@ -363,15 +363,19 @@ def normalize(text: str, *, casefold: bool = True) -> Normalized:
 
 
 @lru_cache(maxsize=1)
-def _normalizer_tables() -> tuple[bytes, bytes]:
+def _normalizer_tables() -> tuple[bytes, bytes, bytes]:
     """What the compiled normaliser needs to know of each BMP character: its kind (0 left
-    alone, 1 white space but " ", 2 folds to one character, 3 anything else) and, for
-    kind 2, what it folds to."""
+    alone, 1 white space but " ", 2 folds to one character, 3 anything else), for kind 2
+    what it folds to, and its case folding when that is one character of the BMP."""
     tables = _tables()
     kinds = bytearray(65536)
     simple = bytearray(65536 * 4)
+    lower = bytearray(65536 * 4)
     for code in range(65536):
         c = chr(code)
+        folded = c.casefold()
+        if len(folded) == 1 and folded <= "\uffff":
+            lower[4 * code:4 * code + 4] = ord(folded).to_bytes(4, "little")
         if c.isspace() and c != " ":
             kinds[code] = 1
         elif c in tables.complex:
@@ -379,7 +383,7 @@ def _normalizer_tables() -> tuple[bytes, bytes]:
         elif c in tables.simple:
             kinds[code] = 2
             simple[4 * code:4 * code + 4] = ord(tables.simple[c]).to_bytes(4, "little")
-    return bytes(kinds), bytes(simple)
+    return bytes(kinds), bytes(simple), bytes(lower)
 
 
 def _compiled_normalizer() -> Any:
@@ -391,8 +395,18 @@ def _compiled_normalizer() -> Any:
 
 @lru_cache(maxsize=2)
 def _make_normalizer(compiled: Any) -> Any:
-    kinds, simple = _normalizer_tables()
-    return compiled.Normalizer(kinds, simple, Normalized)
+    kinds, simple, lower = _normalizer_tables()
+    return compiled.Normalizer(kinds, simple, lower, Normalized)
+
+
+def casefold(text: str) -> str:
+    """``text.casefold()``: compiled when every character folds to one (nearly always)."""
+    compiled = _compiled_normalizer()
+    if compiled is not None:
+        found: str | None = compiled.casefold(text)
+        if found is not None:
+            return found
+    return text.lower() if text.isascii() else text.casefold()
 
 
 def python_normalize(text: str, *, casefold: bool = True) -> Normalized:
