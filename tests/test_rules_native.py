@@ -269,3 +269,61 @@ def test_the_compiled_normaliser_leaves_the_rest_to_python(text: str) -> None:
        | st.text(max_size=20))
 def test_the_compiled_casefold_is_str_casefold(text: str) -> None:
     assert casefold(text) == text.casefold()
+
+
+class _CheckedNear:
+    """The compiled NEAR, checked on every call against Engine._near_python."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.compiled = engine._near_compiled
+        self.decided = 0
+
+    def decide(self, spec: object, scan: object) -> bool | None:
+        assert self.compiled is not None
+        got = self.compiled.decide(spec, scan)
+        if got is not None:
+            self.decided += 1
+            assert got == self.engine._near_python(spec, scan, None), (spec, scan)  # type: ignore[arg-type]
+        return got  # type: ignore[no-any-return]
+
+
+NEAR_TOKENS = ["gcap", "GCAP", "treaty", "Treaty", "the", "of", "a", "signed", "x1", ",", ".",
+               "日英", "次期戦闘機", "の", "条約", "防衛", "ジブチ", "ー", "、", " ", "\n", "ﬁ",
+               "𠮟", "-", "U.K.", "gcap's"]
+NEAR_QUERIES = ["gcap NEAR/0 treaty", "gcap NEAR/2 treaty", "gcap ONEAR/1 treaty",
+                "treaty ONEAR/3 gcap", "日英 NEAR/1 条約", "case:GCAP NEAR/2 treaty",
+                "(gcap OR 次期戦闘機) NEAR/2 (treaty OR 条約)", "ジブチ ONEAR/0 防衛",
+                "gcap NEAR/1 signed"]
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(query=st.sampled_from(NEAR_QUERIES),
+       words=st.lists(st.sampled_from(NEAR_TOKENS), max_size=24),
+       joiner=st.sampled_from([" ", ""]))
+def test_the_compiled_near_decides_as_the_python_one(query: str, words: list[str],
+                                                      joiner: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "r.yaml").write_text(f"id: r\ntitle: R\nquery: '{query}'\n", encoding="utf-8")
+        rules = load_rules(Path(tmp))
+    reference, compiled = _engines(rules)
+    checked = _CheckedNear(compiled)
+    compiled._near_compiled = checked
+    entry = Entry(key="k", title=joiner.join(words), summary=" ".join(reversed(words)))
+    assert compiled.match(entry, feed_name="f") == reference.match(entry, feed_name="f")
+
+
+@needs_native
+def test_the_compiled_near_takes_ordinary_text() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "r.yaml").write_text("id: r\ntitle: R\nquery: 'gcap NEAR/2 treaty'\n",
+                                       encoding="utf-8")
+        rules = load_rules(Path(tmp))
+    _, compiled = _engines(rules)
+    checked = _CheckedNear(compiled)
+    compiled._near_compiled = checked
+    for title, hits in [("GCAP treaty", 1), ("GCAP: a long way from any treaty", 0),
+                        ("the treaty on GCAP", 1), ("日英のGCAP条約 treaty", 1)]:
+        assert len(compiled.match(Entry(key="k", title=title), feed_name="f")) == hits, title
+    assert checked.decided == 4  # every one decided in C, none handed back

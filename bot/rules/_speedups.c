@@ -56,6 +56,10 @@ typedef struct {
     int32_t *cands;
     uint64_t mask;
     Py_ssize_t size;
+    /* A bit per hash's high bits (16 per key): most probes miss, and this answers them
+     * from a few kilobytes instead of the table. */
+    uint8_t *bloom;
+    uint64_t bloom_mask;
 } Table;
 
 enum { RUN = 0, PREFIX = 1, ONE = 2, TWO = 3, NTABLES = 4 };
@@ -66,12 +70,14 @@ typedef struct {
     Py_ssize_t nkeys;
     Table tables[NTABLES];
     uint64_t prefix_lengths; /* bit l: some prefix term is l characters long (63: ≥ 63) */
+    int starts_in_runs;      /* some ONE/TWO key starts with a word character */
     uint8_t word[8192];      /* the word characters of the BMP, as bits */
     uint8_t starts[8192];    /* bit c & 0xFFFF: some ONE/TWO key starts with such a character */
     PyObject *is_word;       /* is_word_char, for characters beyond the BMP */
 } Scanner;
 
 static void table_free(Table *t) {
+    PyMem_Free(t->bloom);
     PyMem_Free(t->hashes);
     PyMem_Free(t->first);
     PyMem_Free(t->count);
@@ -147,6 +153,18 @@ static int table_build(Table *t, Filed *filed, Py_ssize_t n) {
     }
     t->mask = (uint64_t)size - 1;
     t->size = size;
+    uint64_t bits = 4096;
+    while (bits < 16 * (uint64_t)distinct) bits <<= 1;
+    t->bloom = PyMem_Calloc((size_t)(bits / 8), 1);
+    if (!t->bloom) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->bloom_mask = bits - 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t b = (filed[i].hash >> 40) & t->bloom_mask;
+        t->bloom[b >> 3] |= (uint8_t)(1 << (b & 7));
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         t->cands[i] = filed[i].key;
         if (i > 0 && filed[i].hash == filed[i - 1].hash) continue;
@@ -163,6 +181,8 @@ static int table_build(Table *t, Filed *filed, Py_ssize_t n) {
 
 static inline Py_ssize_t table_find(const Table *t, uint64_t h) {
     if (!t->size) return -1;
+    uint64_t b = (h >> 40) & t->bloom_mask;
+    if (!((t->bloom[b >> 3] >> (b & 7)) & 1)) return -1;
     uint64_t slot = h & t->mask;
     uint64_t seen;
     while ((seen = t->hashes[slot])) {
@@ -275,6 +295,9 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         if (table == ONE || table == TWO) {
             Py_UCS4 c = key->chars[0] & 0xFFFF;
             self->starts[c >> 3] |= (uint8_t)(1 << (c & 7));
+            int w = is_word(self, key->chars[0]);
+            if (w < 0) goto done;
+            if (w) self->starts_in_runs = 1;
         }
     }
     for (int i = 0; i < NTABLES; i++)
@@ -531,6 +554,9 @@ static int run_search(Search *s) {
         }
         if (run->size && try_filed(s, run, hash_done(h), p) < 0) return -1;
         run_end = q;
+        /* Inside the run nothing else can start (the ONE/TWO keys start with characters
+         * that are not word characters), unless a key says otherwise. */
+        if (!self->starts_in_runs) p = q - 1;
     }
     return 0;
 }
@@ -1813,6 +1839,324 @@ static PyTypeObject NormalizerType = {
     .tp_methods = Normalizer_methods,
 };
 
+/* --- Near: Engine.near(spec, scan, None), the common case ----------------------------------
+ *
+ * Whether some occurrence of the left side is within ``distance`` words of one of the right
+ * side (after it, for ONEAR), in a field both look in: for each left occurrence only the
+ * right ones nearest to it are compared (Engine._near_any), and words are counted between
+ * the two only, up to the limit (text.words_within: a run of word characters is a word, an
+ * unspaced run a word per two characters). Returns None — and Engine.near decides in
+ * Python — when a side has a regular expression, when its searches look in texts that do
+ * not line up, or when the text has characters beyond the BMP. */
+
+typedef struct {
+    PyObject_HEAD
+    uint8_t word[8192];     /* word characters of the BMP, as bits */
+    uint8_t unspaced[8192]; /* characters of unspaced scripts of the BMP, as bits */
+} Near;
+
+static void Near_dealloc(Near *self) { Py_TYPE(self)->tp_free((PyObject *)self); }
+
+static int Near_init(Near *self, PyObject *args, PyObject *kwds) {
+    Py_buffer word, unspaced;
+    static char *kwlist[] = {"word_bmp", "unspaced_bmp", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*", kwlist, &word, &unspaced)) return -1;
+    int rc = -1;
+    if (word.len != 8192 || unspaced.len != 8192) {
+        PyErr_SetString(PyExc_ValueError, "bitmaps of 8192 bytes");
+    } else {
+        memcpy(self->word, word.buf, 8192);
+        memcpy(self->unspaced, unspaced.buf, 8192);
+        rc = 0;
+    }
+    PyBuffer_Release(&word);
+    PyBuffer_Release(&unspaced);
+    return rc;
+}
+
+static inline int bit_of(const uint8_t *bits, Py_UCS4 c) {
+    return c < 0x10000 && ((bits[c >> 3] >> (c & 7)) & 1);
+}
+
+/* text.words_within: whether at most ``limit`` words start in (x, y]. */
+static int words_within_c(const Near *self, int kind, const void *data, Py_ssize_t x,
+                          Py_ssize_t y, Py_ssize_t limit) {
+    Py_UCS4 c = PyUnicode_READ(kind, data, x);
+    Py_ssize_t start = x + 1;
+    if (start <= y && bit_of(self->word, c) && bit_of(self->word, PyUnicode_READ(kind, data, start))) {
+        /* past the rest of x's word (words_within's match may run beyond y: the same) */
+        while (start <= y && bit_of(self->word, PyUnicode_READ(kind, data, start))) start++;
+    } else if (start <= y && bit_of(self->unspaced, c) &&
+               bit_of(self->unspaced, PyUnicode_READ(kind, data, start))) {
+        Py_ssize_t j = x;
+        while (j > 0 && bit_of(self->unspaced, PyUnicode_READ(kind, data, j - 1))) j--;
+        if ((start - j) % 2) start++;
+    }
+    if (start > y) return 1;
+    Py_ssize_t words = 0, i = start, end = y + 1;
+    while (i < end) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (bit_of(self->word, ch)) {
+            while (i < end && bit_of(self->word, PyUnicode_READ(kind, data, i))) i++;
+        } else if (bit_of(self->unspaced, ch)) {
+            i++;
+            if (i < end && bit_of(self->unspaced, PyUnicode_READ(kind, data, i))) i++;
+        } else {
+            i++;
+            continue;
+        }
+        if (++words > limit) return 0;
+    }
+    return 1;
+}
+
+typedef struct {
+    Py_ssize_t start, end;
+} Span;
+
+static int span_order(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* Engine._close */
+static int close_enough(const Near *self, int kind, const void *data, int ordered,
+                        Py_ssize_t distance, Span a, Span b) {
+    Span first, second;
+    if (ordered) {
+        if (b.start <= a.start) return 0;
+        first = a;
+        second = b;
+    } else if (a.start <= b.start) {
+        first = a;
+        second = b;
+    } else {
+        first = b;
+        second = a;
+    }
+    Py_ssize_t last = first.end - 1;
+    if (second.start <= last) return 1;
+    return words_within_c(self, kind, data, last, second.start, distance + 1);
+}
+
+/* The spans of a side's searches found in field fi (appended to *out). */
+static int side_spans(PyObject *sids, int fi, PyObject *spans, Span **out, Py_ssize_t *n,
+                      Py_ssize_t *cap) {
+    PyObject *it = PyObject_GetIter(sids), *sid;
+    if (!it) return -1;
+    while ((sid = PyIter_Next(it))) {
+        long v = PyLong_AsLong(sid);
+        Py_DECREF(sid);
+        if (v == -1 && PyErr_Occurred()) break;
+        PyObject *key = PyLong_FromLong((v << 3) | fi);
+        if (!key) break;
+        PyObject *list = PyDict_GetItemWithError(spans, key); /* borrowed */
+        Py_DECREF(key);
+        if (!list) {
+            if (PyErr_Occurred()) break;
+            continue;
+        }
+        if (!PyList_Check(list)) {
+            PyErr_SetString(PyExc_TypeError, "spans: expected lists");
+            break;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+            if (*n == *cap) {
+                Py_ssize_t grown_cap = *cap ? *cap * 2 : 16;
+                Span *grown = PyMem_Realloc(*out, (size_t)grown_cap * sizeof(Span));
+                if (!grown) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                *out = grown;
+                *cap = grown_cap;
+            }
+            long a, b;
+            PyObject *span = PyList_GET_ITEM(list, i);
+            if (long_item(span, 0, &a) < 0 || long_item(span, 1, &b) < 0) goto fail;
+            (*out)[(*n)++] = (Span){a, b};
+        }
+    }
+fail:
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static long side_fields(PyObject *sids, PyObject *fields_of) {
+    long fields = 0;
+    PyObject *it = PyObject_GetIter(sids), *sid;
+    if (!it) return -1;
+    while ((sid = PyIter_Next(it))) {
+        PyObject *found = PyDict_GetItemWithError(fields_of, sid); /* borrowed */
+        Py_DECREF(sid);
+        if (found) {
+            long f = PyLong_AsLong(found);
+            if (f == -1 && PyErr_Occurred()) break;
+            fields |= f;
+        } else if (PyErr_Occurred()) {
+            break;
+        }
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : fields;
+}
+
+/* decide(spec, scan): True, False, or None to decide in Python (see above). */
+static PyObject *Near_decide(Near *self, PyObject *args) {
+    PyObject *spec, *scan;
+    if (!PyArg_ParseTuple(args, "OO", &spec, &scan)) return NULL;
+    PyObject *left_sids = NULL, *right_sids = NULL, *casefold = NULL, *regex = NULL,
+             *fields_of = NULL, *spans = NULL, *norms = NULL, *result = NULL;
+    Span *lefts = NULL, *rights = NULL, *reach = NULL;
+    Py_ssize_t nl = 0, nr = 0, capl = 0, capr = 0;
+    long distance, mask, ordered;
+    PyObject *tmp;
+    if (!(left_sids = PyObject_GetAttrString(spec, "left_sids")) ||
+        !(right_sids = PyObject_GetAttrString(spec, "right_sids")) ||
+        !(casefold = PyObject_GetAttrString(spec, "casefold")) ||
+        !(regex = PyObject_GetAttrString(spec, "regex")) ||
+        !(fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
+        !(spans = get_slot(scan, "spans", &PyDict_Type)) ||
+        !(norms = get_slot(scan, "norms", &PyDict_Type)))
+        goto done;
+    if (!(tmp = PyObject_GetAttrString(spec, "distance"))) goto done;
+    distance = PyLong_AsLong(tmp);
+    Py_DECREF(tmp);
+    if (!(tmp = PyObject_GetAttrString(spec, "mask"))) goto done;
+    mask = PyLong_AsLong(tmp);
+    Py_DECREF(tmp);
+    if (!(tmp = PyObject_GetAttrString(spec, "ordered"))) goto done;
+    ordered = PyObject_IsTrue(tmp);
+    Py_DECREF(tmp);
+    if (PyErr_Occurred()) goto done;
+    if (regex != Py_False) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    long left = side_fields(left_sids, fields_of);
+    if (left < 0) goto done;
+    left &= mask;
+    long right = left ? side_fields(right_sids, fields_of) : 0;
+    if (right < 0) goto done;
+    long both = left & right;
+    for (int fi = 0; fi < 8 && both; fi++) {
+        if (!((both >> fi) & 1)) continue;
+        PyObject *text_norm;
+        if (casefold != Py_None) {
+            PyObject *key = Py_BuildValue("(iO)", fi, casefold);
+            if (!key) goto done;
+            text_norm = PyDict_GetItemWithError(norms, key);
+            Py_DECREF(key);
+        } else { /* both kinds: the folded text, if it lines up with the exact one */
+            PyObject *key = Py_BuildValue("(iO)", fi, Py_True), *key2 = NULL;
+            if (!key) goto done;
+            text_norm = PyDict_GetItemWithError(norms, key);
+            Py_DECREF(key);
+            if (!text_norm) goto missing;
+            if (!(key2 = Py_BuildValue("(iO)", fi, Py_False))) goto done;
+            PyObject *exact = PyDict_GetItemWithError(norms, key2);
+            Py_DECREF(key2);
+            if (!exact && PyErr_Occurred()) goto done;
+            if (exact) {
+                PyObject *a = PyObject_GetAttrString(exact, "text");
+                PyObject *b = a ? PyObject_GetAttrString(text_norm, "text") : NULL;
+                int differ = b && PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(b);
+                Py_XDECREF(a);
+                Py_XDECREF(b);
+                if (PyErr_Occurred()) goto done;
+                if (differ) {
+                    result = Py_NewRef(Py_None); /* the Python way, for this field */
+                    goto done;
+                }
+            }
+        }
+    missing:
+        if (!text_norm) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "a field not normalised");
+            goto done;
+        }
+        PyObject *wide = PyObject_GetAttrString(text_norm, "wide");
+        if (!wide) goto done;
+        int is_wide = PyObject_IsTrue(wide);
+        Py_DECREF(wide);
+        if (is_wide) {
+            result = Py_NewRef(Py_None); /* astral characters: counted one by one in Python */
+            goto done;
+        }
+        nl = nr = 0;
+        if (side_spans(left_sids, fi, spans, &lefts, &nl, &capl) < 0 ||
+            side_spans(right_sids, fi, spans, &rights, &nr, &capr) < 0)
+            goto done;
+        if (!nl || !nr) continue;
+        PyObject *text = PyObject_GetAttrString(text_norm, "text");
+        if (!text) goto done;
+        int kind = PyUnicode_KIND(text);
+        const void *data = PyUnicode_DATA(text);
+        qsort(rights, (size_t)nr, sizeof(Span), span_order);
+        PyMem_Free(reach);
+        reach = PyMem_Malloc((size_t)nr * sizeof(Span));
+        if (!reach) {
+            Py_DECREF(text);
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < nr; i++)
+            reach[i] = (i && reach[i - 1].end >= rights[i].end) ? reach[i - 1] : rights[i];
+        int found = 0;
+        for (Py_ssize_t k = 0; k < nl && !found; k++) {
+            Span a = lefts[k];
+            /* bisect_right (ordered) or bisect_left over the right starts */
+            Py_ssize_t lo = 0, hi = nr;
+            while (lo < hi) {
+                Py_ssize_t mid = (lo + hi) / 2;
+                if (ordered ? rights[mid].start <= a.start : rights[mid].start < a.start) lo = mid + 1;
+                else hi = mid;
+            }
+            if (lo < nr && close_enough(self, kind, data, (int)ordered, distance, a, rights[lo]))
+                found = 1;
+            else if (!ordered && lo > 0 &&
+                     close_enough(self, kind, data, 0, distance, a, reach[lo - 1]))
+                found = 1;
+        }
+        Py_DECREF(text);
+        if (found) {
+            result = Py_NewRef(Py_True);
+            goto done;
+        }
+    }
+    result = Py_NewRef(Py_False);
+done:
+    Py_XDECREF(left_sids);
+    Py_XDECREF(right_sids);
+    Py_XDECREF(casefold);
+    Py_XDECREF(regex);
+    Py_XDECREF(fields_of);
+    Py_XDECREF(spans);
+    Py_XDECREF(norms);
+    PyMem_Free(lefts);
+    PyMem_Free(rights);
+    PyMem_Free(reach);
+    return result;
+}
+
+static PyMethodDef Near_methods[] = {
+    {"decide", (PyCFunction)Near_decide, METH_VARARGS,
+     "decide(spec, scan): Engine.near(spec, scan, None), or None to decide in Python."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject NearType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bot.rules._speedups.Near",
+    .tp_basicsize = sizeof(Near),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Engine.near(spec, scan, None), compiled.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Near_init,
+    .tp_dealloc = (destructor)Near_dealloc,
+    .tp_methods = Near_methods,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_speedups", "The rule engine's hot loops, compiled (see _speedups.c).",
     -1, NULL, NULL, NULL, NULL, NULL,
@@ -1820,13 +2164,19 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&MatcherType) < 0 ||
-        PyType_Ready(&NormalizerType) < 0)
+        PyType_Ready(&NormalizerType) < 0 || PyType_Ready(&NearType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&ScannerType);
     if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0) {
         Py_DECREF(&ScannerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&NearType);
+    if (PyModule_AddObject(m, "Near", (PyObject *)&NearType) < 0) {
+        Py_DECREF(&NearType);
         Py_DECREF(m);
         return NULL;
     }

@@ -48,7 +48,7 @@ from typing import Any, TypeVar, cast
 import ahocorasick_rs
 
 from bot.model import Entry, Hit, Match, field_text
-from bot.rules import native
+from bot.rules import native as native_parts  # `native` is also Engine's argument
 from bot.rules.match import (
     AllOf,
     AnyOf,
@@ -67,6 +67,7 @@ from bot.rules.text import (
     Normalized,
     WordIndex,
     casefold,
+    is_unspaced,
     is_word_char,
     normalize,
     python_normalize,
@@ -387,6 +388,9 @@ class Engine:
         """``native``: use the compiled search when it was built (see bot.rules.native)."""
         self._native = native
         self._normalize = normalize if native else python_normalize
+        compiled = native_parts.compiled() if native else None
+        self._near_compiled = (compiled.Near(_word_bitmap(), _unspaced_bitmap())
+                               if compiled is not None else None)
         # For ASCII, lower() is casefold() and much faster (English after NFKC).
         self._casefold: Callable[[str], str] = casefold if native else (
             lambda text: text.lower() if text.isascii() else text.casefold())
@@ -487,7 +491,7 @@ class Engine:
 
     def _compiled_matcher(self) -> Any:
         """:meth:`_decide` and :meth:`_matches`, compiled (bot/rules/_speedups.c), or None."""
-        compiled = native.compiled() if self._native else None
+        compiled = native_parts.compiled() if self._native else None
         if compiled is None or _new_match is Match or _new_hit is Hit:  # not of that shape
             return None
         rules = len(self.programs)
@@ -619,7 +623,7 @@ class Engine:
             return None
         keys = list(by_text)
         values = [tuple(by_text[k]) for k in keys]
-        compiled = native.compiled() if self._native else None
+        compiled = native_parts.compiled() if self._native else None
         if compiled is not None:
             scanner = compiled.Scanner(keys, values, [_filing(k, v) for k, v in zip(
                 keys, values, strict=True)], _word_bitmap(), is_word_char)
@@ -868,6 +872,15 @@ class Engine:
         return _new_match(program.rule_id, program.version, found_hits)
 
     def near(self, spec: _Near, scan: Scan, into: list[HitKey] | None) -> bool:
+        """Whether a NEAR holds (see :meth:`_near_python`): to decide, compiled when built
+        (bot/rules/_speedups.c), which hands back the cases it does not take."""
+        if into is None and self._near_compiled is not None:
+            decided: bool | None = self._near_compiled.decide(spec, scan)
+            if decided is not None:
+                return decided
+        return self._near_python(spec, scan, into)
+
+    def _near_python(self, spec: _Near, scan: Scan, into: list[HitKey] | None) -> bool:
         """Whether a NEAR holds (and, with ``into``, the hits of every pair that makes it
         hold, as :func:`bot.rules.match.evaluate` collects them).
 
@@ -1057,6 +1070,16 @@ def _word_bitmap() -> bytes:
     for c in word_chars():
         code = ord(c)
         flags[code >> 3] |= 1 << (code & 7)
+    return bytes(flags)
+
+
+@lru_cache(maxsize=1)
+def _unspaced_bitmap() -> bytes:
+    """The characters of unspaced scripts in the BMP as 65,536 bits, for the compiled NEAR."""
+    flags = bytearray(8192)
+    for code in range(0x10000):
+        if is_unspaced(chr(code)):
+            flags[code >> 3] |= 1 << (code & 7)
     return bytes(flags)
 
 
