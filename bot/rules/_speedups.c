@@ -1072,14 +1072,33 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
+typedef struct {
+    long fi, start, end;
+    PyObject *hit; /* borrowed from its pattern's hits tuple, which the call keeps */
+} Item;
+
+/* A pattern's hits in every field it was found in (Scan.pid_hits), kept for one call. */
+typedef struct {
+    int32_t pid;
+    int clean;          /* in reading order, none overlapping the one before */
+    Py_ssize_t first, count; /* its items: Call.items[first:first + count] */
+    PyObject *hits;     /* tuple of Hit */
+} PidHits;
+
 /* One call's view of a Scan (references kept for the call). */
 typedef struct {
     Matcher *self;
     PyObject *scan;
-    PyObject *fields_of, *spans, *pid_cache, *objects, *norms;
+    PyObject *fields_of, *spans, *norms;
     uint8_t *present;    /* the pids found, as bits */
     long shift[8][2];    /* per field and case: the constant shift to the original text, */
     uint8_t known[8][2]; /* 1 when computed, 2 when the text is not one linear piece */
+    PidHits *pid_hits;   /* computed so far, found by pid through ``slots`` (index + 1) */
+    Py_ssize_t npid_hits, pid_hits_cap;
+    int32_t *slots;
+    Py_ssize_t nslots;
+    Item *items;
+    Py_ssize_t nitems, items_cap;
 } Call;
 
 static PyObject *get_slot(PyObject *scan, const char *name, PyTypeObject *type) {
@@ -1102,8 +1121,6 @@ static int call_open(Call *c, Matcher *self, PyObject *scan) {
     }
     if (!(c->fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
         !(c->spans = get_slot(scan, "spans", &PyDict_Type)) ||
-        !(c->pid_cache = get_slot(scan, "_pid_hits", &PyDict_Type)) ||
-        !(c->objects = get_slot(scan, "_hit_objects", &PyDict_Type)) ||
         !(c->norms = get_slot(scan, "norms", &PyDict_Type)))
         return -1;
     return 0;
@@ -1112,10 +1129,12 @@ static int call_open(Call *c, Matcher *self, PyObject *scan) {
 static void call_close(Call *c) {
     Py_XDECREF(c->fields_of);
     Py_XDECREF(c->spans);
-    Py_XDECREF(c->pid_cache);
-    Py_XDECREF(c->objects);
     Py_XDECREF(c->norms);
     PyMem_Free(c->present);
+    for (Py_ssize_t i = 0; i < c->npid_hits; i++) Py_XDECREF(c->pid_hits[i].hits);
+    PyMem_Free(c->pid_hits);
+    PyMem_Free(c->slots);
+    PyMem_Free(c->items);
 }
 
 static long field_mask(Call *c, int32_t sid) {
@@ -1175,33 +1194,60 @@ static inline int long_item(PyObject *tuple, Py_ssize_t i, long *out) {
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
-/* Scan.pid_hits, compiled: a new reference to (keys, hits or None), cached in the scan. */
-static PyObject *pid_hits(Call *c, int32_t pid) {
+/* Scan.pid_hits, compiled: the hits of pattern ``pid`` in every field its search was found
+ * in, in reading order, kept for the call (in C: the Python fallback computes its own). */
+static PidHits *pid_hits(Call *c, int32_t pid) {
     Matcher *self = c->self;
-    PyObject *pid_obj = PyLong_FromLong(pid);
-    if (!pid_obj) return NULL;
-    PyObject *cached = PyDict_GetItemWithError(c->pid_cache, pid_obj); /* borrowed */
-    if (cached || PyErr_Occurred()) {
-        Py_DECREF(pid_obj);
-        Py_XINCREF(cached);
-        return cached;
+    if (2 * (c->npid_hits + 1) > c->nslots) {
+        Py_ssize_t nslots = c->nslots ? c->nslots * 2 : 64;
+        int32_t *slots = PyMem_Calloc((size_t)nslots, sizeof(int32_t));
+        if (!slots) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < c->npid_hits; i++) {
+            Py_ssize_t slot = (Py_ssize_t)((uint32_t)c->pid_hits[i].pid * 2654435761u) & (nslots - 1);
+            while (slots[slot]) slot = (slot + 1) & (nslots - 1);
+            slots[slot] = (int32_t)(i + 1);
+        }
+        PyMem_Free(c->slots);
+        c->slots = slots;
+        c->nslots = nslots;
+    }
+    Py_ssize_t slot = (Py_ssize_t)((uint32_t)pid * 2654435761u) & (c->nslots - 1);
+    while (c->slots[slot]) {
+        PidHits *seen = &c->pid_hits[c->slots[slot] - 1];
+        if (seen->pid == pid) return seen;
+        slot = (slot + 1) & (c->nslots - 1);
+    }
+    if (c->npid_hits == c->pid_hits_cap) {
+        Py_ssize_t cap = c->pid_hits_cap ? c->pid_hits_cap * 2 : 32;
+        PidHits *grown = PyMem_Realloc(c->pid_hits, (size_t)cap * sizeof(PidHits));
+        if (!grown) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        c->pid_hits = grown;
+        c->pid_hits_cap = cap;
     }
     int32_t sid = self->pid_sid[pid];
     PyObject *label = self->pid_label[pid];
-    PyObject *keys = PyList_New(0), *hits = PyList_New(0), *pair = NULL;
     long fields = field_mask(c, sid);
-    if (!keys || !hits || (fields == -1 && PyErr_Occurred())) goto done;
+    if (fields == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t first = c->nitems;
+    PyObject *hits = PyList_New(0);
+    if (!hits) return NULL;
     int clean = 1;
     long last_fi = -1, last_end = 0;
     for (int fi = 0; fi < PyTuple_GET_SIZE(self->field_names); fi++) {
         if (!((fields >> fi) & 1)) continue;
         PyObject *found, *span_key = PyLong_FromLong(((long)sid << 3) | fi);
-        if (!span_key) goto done;
+        if (!span_key) goto fail;
         long shift;
         int linear = linear_shift(c, fi, self->sid_casefold[sid], &shift);
         if (linear < 0) {
             Py_DECREF(span_key);
-            goto done;
+            goto fail;
         }
         if (linear) {
             found = PyDict_GetItemWithError(c->spans, span_key);
@@ -1212,82 +1258,74 @@ static PyObject *pid_hits(Call *c, int32_t pid) {
             shift = 0;
         }
         Py_DECREF(span_key);
-        if (!found) goto done;
+        if (!found) goto fail;
         if (!PyList_Check(found)) {
             Py_DECREF(found);
             PyErr_SetString(PyExc_TypeError, "spans: expected lists");
-            goto done;
+            goto fail;
         }
         PyObject *field_name = PyTuple_GET_ITEM(self->field_names, fi);
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(found); i++) {
-            PyObject *span = PyList_GET_ITEM(found, i);
             long start, end;
+            PyObject *span = PyList_GET_ITEM(found, i);
             if (long_item(span, 0, &start) < 0 || long_item(span, 1, &end) < 0) {
                 Py_DECREF(found);
-                goto done;
+                goto fail;
             }
             start += shift;
             end += shift;
-            PyObject *key = PyTuple_New(4);
-            PyObject *fi_obj = PyLong_FromLong(fi), *s_obj = PyLong_FromLong(start),
-                     *e_obj = PyLong_FromLong(end);
-            if (!key || !fi_obj || !s_obj || !e_obj) {
-                Py_XDECREF(key);
-                Py_XDECREF(fi_obj);
-                Py_XDECREF(s_obj);
-                Py_XDECREF(e_obj);
-                Py_DECREF(found);
-                goto done;
-            }
-            PyTuple_SET_ITEM(key, 0, fi_obj);
-            PyTuple_SET_ITEM(key, 1, s_obj);
-            PyTuple_SET_ITEM(key, 2, e_obj);
-            PyTuple_SET_ITEM(key, 3, Py_NewRef(label));
-            PyObject *hit = PyDict_GetItemWithError(c->objects, key); /* borrowed */
-            if (hit) {
-                Py_INCREF(hit);
-            } else if (!PyErr_Occurred()) {
+            PyObject *s_obj = PyLong_FromLong(start), *e_obj = PyLong_FromLong(end), *hit = NULL;
+            if (s_obj && e_obj) {
                 PyObject *values[4] = {field_name, s_obj, e_obj, label};
                 hit = new_object(self->hit_type, self->hit_offsets, values, 4);
-                if (hit && PyDict_SetItem(c->objects, key, hit) < 0) Py_CLEAR(hit);
             }
-            int failed = !hit || PyList_Append(keys, key) < 0 || PyList_Append(hits, hit) < 0;
-            Py_DECREF(key);
-            Py_XDECREF(hit);
+            Py_XDECREF(s_obj);
+            Py_XDECREF(e_obj);
+            if (c->nitems == c->items_cap) {
+                Py_ssize_t cap = c->items_cap ? c->items_cap * 2 : 64;
+                Item *grown = PyMem_Realloc(c->items, (size_t)cap * sizeof(Item));
+                if (!grown) {
+                    Py_XDECREF(hit);
+                    Py_DECREF(found);
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                c->items = grown;
+                c->items_cap = cap;
+            }
+            int failed = !hit || PyList_Append(hits, hit) < 0;
+            Py_XDECREF(hit); /* the list (then the tuple) holds it */
             if (failed) {
                 Py_DECREF(found);
-                goto done;
+                goto fail;
             }
+            c->items[c->nitems++] = (Item){fi, start, end, hit};
             if (fi == last_fi && start < last_end) clean = 0;
             last_fi = fi;
             last_end = end;
         }
         Py_DECREF(found);
     }
-    {
-        PyObject *hit_tuple = clean || PyList_GET_SIZE(keys) == 1 ? PyList_AsTuple(hits)
-                                                                  : Py_NewRef(Py_None);
-        if (!hit_tuple) goto done;
-        pair = PyTuple_Pack(2, keys, hit_tuple);
-        Py_DECREF(hit_tuple);
-        if (pair && PyDict_SetItem(c->pid_cache, pid_obj, pair) < 0) Py_CLEAR(pair);
+    PyObject *tuple = PyList_AsTuple(hits);
+    Py_DECREF(hits);
+    if (!tuple) {
+        c->nitems = first;
+        return NULL;
     }
-done:
-    Py_DECREF(pid_obj);
-    Py_XDECREF(keys);
-    Py_XDECREF(hits);
-    return pair;
+    /* the tuple holds the same Hit objects, so the items' borrowed references stay good */
+    PidHits *entry = &c->pid_hits[c->npid_hits];
+    *entry = (PidHits){pid, clean || c->nitems - first == 1, first, c->nitems - first, tuple};
+    c->slots[slot] = (int32_t)(++c->npid_hits);
+    return entry;
+fail:
+    Py_DECREF(hits);
+    c->nitems = first;
+    return NULL;
 }
-
-typedef struct {
-    long fi, start, end;
-    PyObject *hit; /* borrowed from a pid's cached pair, which the Hits hold on to */
-} Item;
 
 typedef struct {
     Item *items;
     Py_ssize_t n, cap;
-    PyObject *pairs;  /* list: the pids' pairs, kept alive while items point into them */
     PyObject *single; /* the one pid's hits, when they are all the hits */
     Py_ssize_t pids;  /* pids collected */
     int filtered;     /* some occurrence was outside its group's fields */
@@ -1307,27 +1345,13 @@ static int collect(Call *c, const Group *group, Hits *h) {
     for (Py_ssize_t j = 0; j < group->npids; j++) {
         int32_t pid = group->pids[j];
         if (!((c->present[pid >> 3] >> (pid & 7)) & 1)) continue;
-        PyObject *pair = pid_hits(c, pid);
-        if (!pair) return -1;
-        int failed = PyList_Append(h->pairs, pair);
-        Py_DECREF(pair);
-        if (failed) return -1;
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
-            !PyList_Check(PyTuple_GET_ITEM(pair, 0))) {
-            PyErr_SetString(PyExc_TypeError, "pid_hits: expected (keys, hits) pairs");
-            return -1;
-        }
-        PyObject *keys = PyTuple_GET_ITEM(pair, 0), *hits = PyTuple_GET_ITEM(pair, 1);
-        if (hits == Py_None) return 1;
-        if (!PyTuple_Check(hits) || PyTuple_GET_SIZE(hits) != PyList_GET_SIZE(keys)) {
-            PyErr_SetString(PyExc_TypeError, "pid_hits: keys and hits differ");
-            return -1;
-        }
+        PidHits *entry = pid_hits(c, pid);
+        if (!entry) return -1;
+        if (!entry->clean) return 1;
         h->pids++;
-        h->single = hits;
-        Py_ssize_t n = PyList_GET_SIZE(keys);
-        if (h->n + n > h->cap) {
-            Py_ssize_t cap = (h->n + n) * 2 + 16;
+        h->single = entry->hits;
+        if (h->n + entry->count > h->cap) {
+            Py_ssize_t cap = (h->n + entry->count) * 2 + 16;
             Item *grown = PyMem_Realloc(h->items, (size_t)cap * sizeof(Item));
             if (!grown) {
                 PyErr_NoMemory();
@@ -1336,18 +1360,13 @@ static int collect(Call *c, const Group *group, Hits *h) {
             h->items = grown;
             h->cap = cap;
         }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *key = PyList_GET_ITEM(keys, i);
-            Item item;
-            if (long_item(key, 0, &item.fi) < 0 || long_item(key, 1, &item.start) < 0 ||
-                long_item(key, 2, &item.end) < 0)
-                return -1;
-            if (item.fi < 0 || item.fi > 7 || !((group->mask >> item.fi) & 1)) {
+        for (Py_ssize_t i = 0; i < entry->count; i++) {
+            const Item *item = &c->items[entry->first + i];
+            if (!((group->mask >> item->fi) & 1)) {
                 h->filtered = 1;
                 continue;
             }
-            item.hit = PyTuple_GET_ITEM(hits, i);
-            h->items[h->n++] = item;
+            h->items[h->n++] = *item;
         }
     }
     return 0;
@@ -1357,10 +1376,9 @@ static int collect(Call *c, const Group *group, Hits *h) {
 static PyObject *program_match(Call *c, const Program *program) {
     Matcher *self = c->self;
     if (!program->native) Py_RETURN_NONE;
-    Hits h = {NULL, 0, 0, PyList_New(0), NULL, 0, 0};
+    Hits h = {NULL, 0, 0, NULL, 0, 0};
     PyObject *out = NULL, *hits = NULL;
     int rc = 0;
-    if (!h.pairs) return NULL;
     for (Py_ssize_t g = 0; g < program->nfree && !rc; g++) rc = collect(c, &program->free[g], &h);
     for (Py_ssize_t k = 0; k < program->nguards && !rc; k++) {
         const Guard *guard = &program->guards[k];
@@ -1392,7 +1410,6 @@ static PyObject *program_match(Call *c, const Program *program) {
     out = new_object(self->match_type, self->match_offsets, values, 3);
 done:
     Py_XDECREF(hits);
-    Py_DECREF(h.pairs);
     PyMem_Free(h.items);
     return out;
 }
@@ -1536,7 +1553,8 @@ done:
     return out;
 }
 
-/* Matcher.pid_hits(scan, pid): Scan.pid_hits, compiled (tests compare the two). */
+/* Matcher.pid_hits(scan, pid): (keys, hits or None) as Scan.pid_hits gives them, from the
+ * compiled pid_hits (tests compare the two). */
 static PyObject *Matcher_pid_hits(Matcher *self, PyObject *args) {
     PyObject *scan;
     int pid;
@@ -1546,7 +1564,20 @@ static PyObject *Matcher_pid_hits(Matcher *self, PyObject *args) {
         return NULL;
     }
     Call c;
-    PyObject *out = call_open(&c, self, scan) < 0 ? NULL : pid_hits(&c, pid);
+    PyObject *out = NULL, *keys = NULL;
+    PidHits *entry = call_open(&c, self, scan) < 0 ? NULL : pid_hits(&c, pid);
+    if (entry && (keys = PyList_New(entry->count))) {
+        int failed = 0;
+        for (Py_ssize_t i = 0; i < entry->count && !failed; i++) {
+            const Item *item = &c.items[entry->first + i];
+            PyObject *key = Py_BuildValue("(lllO)", item->fi, item->start, item->end,
+                                          self->pid_label[pid]);
+            if (key) PyList_SET_ITEM(keys, i, key);
+            else failed = 1;
+        }
+        if (!failed) out = PyTuple_Pack(2, keys, entry->clean ? entry->hits : Py_None);
+    }
+    Py_XDECREF(keys);
     call_close(&c);
     return out;
 }
@@ -1940,26 +1971,53 @@ static int close_enough(const Near *self, int kind, const void *data, int ordere
     return words_within_c(self, kind, data, last, second.start, distance + 1);
 }
 
-/* The spans of a side's searches found in field fi (appended to *out). */
-static int side_spans(PyObject *sids, int fi, PyObject *spans, Span **out, Py_ssize_t *n,
-                      Py_ssize_t *cap) {
+typedef struct {
+    long sid, fields;
+} SideSearch;
+
+/* The searches of a side found in some field (the sids of ``sids`` in fields_of), with
+ * those fields: *n of them in *out (PyMem), and their fields ORed, or -1. */
+static long side_found(PyObject *sids, PyObject *fields_of, SideSearch **out, Py_ssize_t *n) {
+    Py_ssize_t size = PySet_Size(sids);
+    if (size < 0) return -1;
+    *out = PyMem_Malloc((size_t)(size ? size : 1) * sizeof(SideSearch));
+    if (!*out) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *n = 0;
+    long all = 0;
     PyObject *it = PyObject_GetIter(sids), *sid;
     if (!it) return -1;
     while ((sid = PyIter_Next(it))) {
-        long v = PyLong_AsLong(sid);
+        PyObject *found = PyDict_GetItemWithError(fields_of, sid); /* borrowed */
+        long v = found ? PyLong_AsLong(sid) : 0, f = found ? PyLong_AsLong(found) : 0;
         Py_DECREF(sid);
-        if (v == -1 && PyErr_Occurred()) break;
-        PyObject *key = PyLong_FromLong((v << 3) | fi);
-        if (!key) break;
+        if (PyErr_Occurred()) break;
+        if (!found) continue;
+        (*out)[(*n)++] = (SideSearch){v, f};
+        all |= f;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : all;
+}
+
+/* The spans in field fi of a side's searches found there (appended to *out). */
+static int side_spans(const SideSearch *found, Py_ssize_t nfound, int fi, PyObject *spans,
+                      Span **out, Py_ssize_t *n, Py_ssize_t *cap) {
+    for (Py_ssize_t k = 0; k < nfound; k++) {
+        if (!((found[k].fields >> fi) & 1)) continue;
+        PyObject *key = PyLong_FromLong((found[k].sid << 3) | fi);
+        if (!key) return -1;
         PyObject *list = PyDict_GetItemWithError(spans, key); /* borrowed */
         Py_DECREF(key);
         if (!list) {
-            if (PyErr_Occurred()) break;
+            if (PyErr_Occurred()) return -1;
             continue;
         }
         if (!PyList_Check(list)) {
             PyErr_SetString(PyExc_TypeError, "spans: expected lists");
-            break;
+            return -1;
         }
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
             if (*n == *cap) {
@@ -1967,39 +2025,18 @@ static int side_spans(PyObject *sids, int fi, PyObject *spans, Span **out, Py_ss
                 Span *grown = PyMem_Realloc(*out, (size_t)grown_cap * sizeof(Span));
                 if (!grown) {
                     PyErr_NoMemory();
-                    goto fail;
+                    return -1;
                 }
                 *out = grown;
                 *cap = grown_cap;
             }
             long a, b;
             PyObject *span = PyList_GET_ITEM(list, i);
-            if (long_item(span, 0, &a) < 0 || long_item(span, 1, &b) < 0) goto fail;
+            if (long_item(span, 0, &a) < 0 || long_item(span, 1, &b) < 0) return -1;
             (*out)[(*n)++] = (Span){a, b};
         }
     }
-fail:
-    Py_DECREF(it);
-    return PyErr_Occurred() ? -1 : 0;
-}
-
-static long side_fields(PyObject *sids, PyObject *fields_of) {
-    long fields = 0;
-    PyObject *it = PyObject_GetIter(sids), *sid;
-    if (!it) return -1;
-    while ((sid = PyIter_Next(it))) {
-        PyObject *found = PyDict_GetItemWithError(fields_of, sid); /* borrowed */
-        Py_DECREF(sid);
-        if (found) {
-            long f = PyLong_AsLong(found);
-            if (f == -1 && PyErr_Occurred()) break;
-            fields |= f;
-        } else if (PyErr_Occurred()) {
-            break;
-        }
-    }
-    Py_DECREF(it);
-    return PyErr_Occurred() ? -1 : fields;
+    return 0;
 }
 
 /* decide(spec, scan): True, False, or None to decide in Python (see above). */
@@ -2009,13 +2046,18 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
     PyObject *left_sids = NULL, *right_sids = NULL, *casefold = NULL, *regex = NULL,
              *fields_of = NULL, *spans = NULL, *norms = NULL, *result = NULL;
     Span *lefts = NULL, *rights = NULL, *reach = NULL;
-    Py_ssize_t nl = 0, nr = 0, capl = 0, capr = 0;
+    SideSearch *left_found = NULL, *right_found = NULL;
+    Py_ssize_t nl = 0, nr = 0, capl = 0, capr = 0, nleft = 0, nright = 0;
     long distance, mask, ordered;
     PyObject *tmp;
+    if (!(regex = PyObject_GetAttrString(spec, "regex"))) goto done;
+    if (regex != Py_False) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
     if (!(left_sids = PyObject_GetAttrString(spec, "left_sids")) ||
         !(right_sids = PyObject_GetAttrString(spec, "right_sids")) ||
         !(casefold = PyObject_GetAttrString(spec, "casefold")) ||
-        !(regex = PyObject_GetAttrString(spec, "regex")) ||
         !(fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
         !(spans = get_slot(scan, "spans", &PyDict_Type)) ||
         !(norms = get_slot(scan, "norms", &PyDict_Type)))
@@ -2030,14 +2072,10 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
     ordered = PyObject_IsTrue(tmp);
     Py_DECREF(tmp);
     if (PyErr_Occurred()) goto done;
-    if (regex != Py_False) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    long left = side_fields(left_sids, fields_of);
+    long left = side_found(left_sids, fields_of, &left_found, &nleft);
     if (left < 0) goto done;
     left &= mask;
-    long right = left ? side_fields(right_sids, fields_of) : 0;
+    long right = left ? side_found(right_sids, fields_of, &right_found, &nright) : 0;
     if (right < 0) goto done;
     long both = left & right;
     for (int fi = 0; fi < 8 && both; fi++) {
@@ -2085,8 +2123,8 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
             goto done;
         }
         nl = nr = 0;
-        if (side_spans(left_sids, fi, spans, &lefts, &nl, &capl) < 0 ||
-            side_spans(right_sids, fi, spans, &rights, &nr, &capr) < 0)
+        if (side_spans(left_found, nleft, fi, spans, &lefts, &nl, &capl) < 0 ||
+            side_spans(right_found, nright, fi, spans, &rights, &nr, &capr) < 0)
             goto done;
         if (!nl || !nr) continue;
         PyObject *text = PyObject_GetAttrString(text_norm, "text");
@@ -2137,6 +2175,8 @@ done:
     PyMem_Free(lefts);
     PyMem_Free(rights);
     PyMem_Free(reach);
+    PyMem_Free(left_found);
+    PyMem_Free(right_found);
     return result;
 }
 
