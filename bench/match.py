@@ -11,7 +11,9 @@ entries/s for `RuleSet.match` (with hits, i.e. highlights) at 100 and at N rules
 entries/s for a baseline that evaluates every rule's query with one precompiled `re` search
 per term (truth only, no highlights, NEAR reduced to "both sides occur" — so the baseline is
 flattered, never handicapped). The baseline is too slow to run on every entry; it runs on
-the first `--baseline-entries` of the same corpus.
+the first `--baseline-entries` of the same corpus. In the same run, the engine without its
+compiled parts (`POLICYBOT_NATIVE=0`: the term search, normalising, deciding and matching in
+Python, as on a machine without a C compiler), on a quarter of the corpus.
 
 Two corpora. `shared`: the corpus of the first version of this benchmark (2026-11-29), kept
 to compare with its figures. Its rules draw every term from one Zipf-like vocabulary of

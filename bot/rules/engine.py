@@ -64,10 +64,10 @@ from bot.rules.query import TEXT_FIELDS
 from bot.rules.ruleset import HitKey, Rule, ordered_hit_keys
 from bot.rules.terms import Pattern, compiled_regex
 from bot.rules.text import (
+    UNSPACED_RANGES,
     Normalized,
     WordIndex,
     casefold,
-    is_unspaced,
     is_word_char,
     normalize,
     python_normalize,
@@ -454,9 +454,12 @@ class Engine:
         # By sid: (field mask, shift, bits >> shift), so that a search used by a few rules
         # costs a few bytes however many rules there are.
         by_sid: list[list[tuple[int, int, int]]] = [[] for _ in self.searches]
+        # The same as positions, for the compiled matcher (released once it is built).
+        self._positions_by_sid: list[list[tuple[int, list[int]]]] = [[] for _ in self.searches]
         for (sid, mask), bits in positions.items():
             low = min(bits)
             by_sid[sid].append((mask, low, _bits(b - low for b in bits)))
+            self._positions_by_sid[sid].append((mask, sorted(bits)))
         self._contributions = [tuple(c) for c in by_sid]
         # sid << 8 | fields it was found in → accumulator bits: merged on first use, and
         # kept while they take less than about 64 MB.
@@ -484,6 +487,7 @@ class Engine:
         self._needs_cs = any(not s.casefold for s in self.searches)
         self._word = word_chars()
         self._matcher = self._compiled_matcher()
+        self._positions_by_sid = []  # only the compiled matcher needed them
         self._sid_by_pattern.clear()  # compiling is over
         self._kept.clear()
 
@@ -514,8 +518,7 @@ class Engine:
             self.pids_of, self.pid_sid, self.pid_label, [s.casefold for s in self.searches],
             TEXT_FIELDS, Match, Hit,
             self._init.to_bytes((rules * stride + 7) >> 3, "little"),
-            [[(mask, [shift + p for p in _positions(bits)]) for mask, shift, bits in c]
-             for c in self._contributions],
+            self._positions_by_sid,
             layer(self._query, _bits(i * stride for i in range(rules))),
             [layer(lay, lay.members) for lay in self._layers])
 
@@ -1077,8 +1080,8 @@ def _word_bitmap() -> bytes:
 def _unspaced_bitmap() -> bytes:
     """The characters of unspaced scripts in the BMP as 65,536 bits, for the compiled NEAR."""
     flags = bytearray(8192)
-    for code in range(0x10000):
-        if is_unspaced(chr(code)):
+    for lo, hi in UNSPACED_RANGES:  # what is_unspaced looks up
+        for code in range(lo, min(hi, 0xFFFF) + 1):
             flags[code >> 3] |= 1 << (code & 7)
     return bytes(flags)
 
@@ -1101,17 +1104,6 @@ def _filing(key: str, values: tuple[_Value, ...]) -> tuple[int, str]:
             return _RUN, key[:run]
         return _PREFIX, key
     return (_ONE, key) if len(key) == 1 else (_TWO, key[:2])
-
-
-def _positions(bits: int) -> list[int]:
-    """The positions of the bits set in ``bits``, lowest first (the inverse of _bits)."""
-    out = []
-    for i, byte in enumerate(bits.to_bytes((bits.bit_length() + 7) >> 3, "little")):
-        while byte:
-            low = byte & -byte
-            out.append(i * 8 + low.bit_length() - 1)
-            byte ^= low
-    return out
 
 
 def _mask(fields: Iterable[str]) -> int:

@@ -31,7 +31,7 @@ from bot.rules import native
 
 # Scripts written without spaces between words: a term ending in one of these characters
 # matches as a substring on that side. Sorted, non-overlapping, inclusive ranges.
-_UNSPACED_RANGES: tuple[tuple[int, int], ...] = (
+UNSPACED_RANGES: tuple[tuple[int, int], ...] = (
     (0x0E00, 0x0EFF),  # Thai, Lao
     (0x1000, 0x109F),  # Myanmar
     (0x1100, 0x11FF),  # Hangul Jamo
@@ -53,7 +53,7 @@ _UNSPACED_RANGES: tuple[tuple[int, int], ...] = (
     (0x1B000, 0x1B16F),  # Kana supplement and extensions
     (0x20000, 0x323AF),  # CJK extensions B–H
 )
-_UNSPACED_STARTS = tuple(lo for lo, _ in _UNSPACED_RANGES)
+_UNSPACED_STARTS = tuple(lo for lo, _ in UNSPACED_RANGES)
 
 # One-to-one folds applied after NFKC: typographic forms analysts never mean to distinguish.
 _PUNCT_FOLD = str.maketrans(
@@ -71,7 +71,7 @@ def is_unspaced(char: str) -> bool:
     """True for a character of a script written without spaces (Han, kana, Hangul, Thai…)."""
     code = ord(char)
     i = bisect_right(_UNSPACED_STARTS, code) - 1
-    return i >= 0 and code <= _UNSPACED_RANGES[i][1]
+    return i >= 0 and code <= UNSPACED_RANGES[i][1]
 
 
 @lru_cache(maxsize=8192)
@@ -318,7 +318,7 @@ def _tables() -> _Tables:
         + "".join(re.escape(c) for c in sorted(simple)) + "\U00010000-\U0010ffff]"
     )
     unspaced = "".join(
-        f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in _UNSPACED_RANGES if hi < 0x10000
+        f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in UNSPACED_RANGES if hi < 0x10000
     )
     word_class = "A-Za-z0-9" + "".join(re.escape(c) for c in word_chars)
     words = re.compile(
@@ -331,7 +331,7 @@ def _tables() -> _Tables:
     word_set = frozenset(word_chars) | frozenset(
         c for c in map(chr, range(0x80)) if c.isalnum())
     unspaced_all = "".join(
-        f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in _UNSPACED_RANGES)
+        f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in UNSPACED_RANGES)
     return _Tables(simple, frozenset(complex_chars), special, words, word_set, wide_runs,
                    word_class, unspaced_all)
 
