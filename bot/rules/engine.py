@@ -67,7 +67,8 @@ from bot.rules.text import (
     UNSPACED_RANGES,
     Normalized,
     WordIndex,
-    casefold,
+    casefolder,
+    exact_normalizer,
     is_word_char,
     normalize,
     python_normalize,
@@ -388,12 +389,11 @@ class Engine:
         """``native``: use the compiled search when it was built (see bot.rules.native)."""
         self._native = native
         self._normalize = normalize if native else python_normalize
+        self._normalize_exact = exact_normalizer(native=native)
+        self._casefold = casefolder(native=native)
         compiled = native_parts.compiled() if native else None
         self._near_compiled = (compiled.Near(_word_bitmap(), _unspaced_bitmap())
                                if compiled is not None else None)
-        # For ASCII, lower() is casefold() and much faster (English after NFKC).
-        self._casefold: Callable[[str], str] = casefold if native else (
-            lambda text: text.lower() if text.isascii() else text.casefold())
         self.searches: list[_Search] = []
         self._sid_by_key: dict[tuple[str, bool, bool, bool], int] = {}
         self._sid_by_pattern: dict[int, int] = {}
@@ -651,7 +651,7 @@ class Engine:
             if not raw:
                 continue
             if self._needs_cs:
-                exact = self._normalize(raw, casefold=False)
+                exact = self._normalize_exact(raw)
                 folded_text = self._casefold(exact.text)
                 shared = len(folded_text) == len(exact.text)
                 if shared:  # one to one: the two texts share the offset map

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -406,7 +407,38 @@ def casefold(text: str) -> str:
         found: str | None = compiled.casefold(text)
         if found is not None:
             return found
-    return text.lower() if text.isascii() else text.casefold()
+    return _python_casefold(text)
+
+
+def _python_casefold(text: str) -> str:
+    return text.lower() if text.isascii() else text.casefold()  # the same for ASCII, faster
+
+
+def exact_normalizer(*, native: bool) -> Callable[[str], Normalized]:
+    """``normalize(text, casefold=False)``, with the choice of the compiled normaliser made
+    once (the engine calls it for every field of every entry)."""
+    compiled = _compiled_normalizer() if native else None
+    if compiled is None:
+        return lambda text: python_normalize(text, casefold=False)
+    fast = compiled.normalize
+
+    def normalize_exact(text: str) -> Normalized:
+        found: Normalized | None = fast(text)
+        return found if found is not None else python_normalize(text, casefold=False)
+    return normalize_exact
+
+
+def casefolder(*, native: bool) -> Callable[[str], str]:
+    """:func:`casefold`, with the choice made once (see :func:`exact_normalizer`)."""
+    compiled = _compiled_normalizer() if native else None
+    if compiled is None:
+        return _python_casefold
+    fast = compiled.casefold
+
+    def fold(text: str) -> str:
+        found: str | None = fast(text)
+        return found if found is not None else _python_casefold(text)
+    return fold
 
 
 def python_normalize(text: str, *, casefold: bool = True) -> Normalized:
