@@ -1850,9 +1850,34 @@ static PyObject *Normalizer_casefold(Normalizer *self, PyObject *text) {
     return result;
 }
 
+/* The same Normalized with its text case-folded (the offset map shared), when every
+ * character folds to one; else None. */
+static PyObject *Normalizer_casefolded(Normalizer *self, PyObject *normalized) {
+    if (!Py_IS_TYPE(normalized, self->type)) {
+        PyErr_Format(PyExc_TypeError, "expected %s", self->type->tp_name);
+        return NULL;
+    }
+    PyObject *values[6];
+    for (int i = 0; i < 6; i++) {
+        values[i] = *(PyObject **)((char *)normalized + self->offsets[i]);
+        if (!values[i]) {
+            PyErr_SetString(PyExc_AttributeError, "a Normalized without all its fields");
+            return NULL;
+        }
+    }
+    PyObject *folded = Normalizer_casefold(self, values[1]);
+    if (!folded || folded == Py_None) return folded;
+    values[1] = folded;
+    PyObject *out = new_object(self->type, self->offsets, values, 6);
+    Py_DECREF(folded);
+    return out;
+}
+
 static PyMethodDef Normalizer_methods[] = {
     {"casefold", (PyCFunction)Normalizer_casefold, METH_O,
      "casefold(text): text.casefold() when every character folds to one, else None."},
+    {"casefolded", (PyCFunction)Normalizer_casefolded, METH_O,
+     "casefolded(normalized): the same with its text case-folded, or None."},
     {"normalize", (PyCFunction)Normalizer_normalize, METH_O,
      "normalize(text): text.normalize(text, casefold=False), or None when a character needs "
      "Python's way."},

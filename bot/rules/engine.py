@@ -390,7 +390,7 @@ class Engine:
         self._native = native
         self._normalize = normalize if native else python_normalize
         self._normalize_exact = exact_normalizer(native=native)
-        self._casefold = casefolder(native=native)
+        self._casefolded = casefolder(native=native)
         compiled = native_parts.compiled() if native else None
         self._near_compiled = (compiled.Near(_word_bitmap(), _unspaced_bitmap())
                                if compiled is not None else None)
@@ -652,11 +652,11 @@ class Engine:
                 continue
             if self._needs_cs:
                 exact = self._normalize_exact(raw)
-                folded_text = self._casefold(exact.text)
-                shared = len(folded_text) == len(exact.text)
-                if shared:  # one to one: the two texts share the offset map
-                    folded = Normalized(raw, folded_text, exact.piece_starts,
-                                        exact.piece_origins, exact.piece_spans, exact.wide)
+                # One to one (nearly always): the two texts share the offset map.
+                shared_map = self._casefolded(exact)
+                shared = shared_map is not None
+                if shared_map is not None:
+                    folded = shared_map
                     self._search(self._odd, exact.text, None, fi, scan)
                 else:
                     folded = self._normalize(raw)

@@ -428,17 +428,28 @@ def exact_normalizer(*, native: bool) -> Callable[[str], Normalized]:
     return normalize_exact
 
 
-def casefolder(*, native: bool) -> Callable[[str], str]:
-    """:func:`casefold`, with the choice made once (see :func:`exact_normalizer`)."""
+def _python_casefolded(normalized: Normalized) -> Normalized | None:
+    text = _python_casefold(normalized.text)
+    if len(text) != len(normalized.text):
+        return None
+    return Normalized(normalized.original, text, normalized.piece_starts,
+                      normalized.piece_origins, normalized.piece_spans, normalized.wide)
+
+
+def casefolder(*, native: bool) -> Callable[[Normalized], Normalized | None]:
+    """A function giving normalised text case-folded with the same offset map — or None when
+    folding changes its length (``ß`` → ``ss``), and the text must be normalised again with
+    ``casefold=True``. The choice of the compiled one is made once (see
+    :func:`exact_normalizer`)."""
     compiled = _compiled_normalizer() if native else None
     if compiled is None:
-        return _python_casefold
-    fast = compiled.casefold
+        return _python_casefolded
+    fast = compiled.casefolded
 
-    def fold(text: str) -> str:
-        found: str | None = fast(text)
-        return found if found is not None else _python_casefold(text)
-    return fold
+    def casefolded(normalized: Normalized) -> Normalized | None:
+        found: Normalized | None = fast(normalized)
+        return found if found is not None else _python_casefolded(normalized)
+    return casefolded
 
 
 def python_normalize(text: str, *, casefold: bool = True) -> Normalized:
