@@ -205,7 +205,8 @@ def test_the_matcher_refuses_tables_that_do_not_fit() -> None:
     engine = Engine(rules.rules)
     assert engine._matcher is not None
     matcher_type = type(engine._matcher)
-    good = dict(stride=engine._stride, programs=[(True, [(1, [0])], [], "r", "v", None, ())],
+    program = (True, [(1, [0])], [], "r", "v", None, (), frozenset())
+    good = dict(stride=engine._stride, programs=[program],
                 pids_of=[[0]], pid_sid=[0], pid_label=["gcap"], sid_casefold=[True],
                 field_names=("title",), match_type=Match, hit_type=Hit,
                 init=bytes((engine._stride + 7) // 8), contributions=[[(1, [0])]],
@@ -213,7 +214,7 @@ def test_the_matcher_refuses_tables_that_do_not_fit() -> None:
     matcher_type(**good)  # the shape the engine builds
     for change, message in [
         (dict(pid_sid=[5]), "not in"),
-        (dict(programs=[(True, [(1, [9])], [], "r", "v", None, ())]), "not in"),
+        (dict(programs=[(True, [(1, [9])], [], "r", "v", None, (), frozenset())]), "not in"),
         (dict(contributions=[[(1, [10_000])]]), "not in"),
         (dict(init=b""), "expected 1 bytes"),
         (dict(match_type=Entry), "slots"),

@@ -654,6 +654,7 @@ typedef struct {
     PyObject *rule_id, *version;
     PyObject *test;     /* the query's test, or None when the clauses decide it */
     PyObject *excludes; /* tuple: the exclusions' tests */
+    PyObject *tracked;  /* frozenset: the track list's canonical names */
 } Program;
 
 /* What finding a search in some of ``mask``'s fields sets in the accumulator. */
@@ -725,6 +726,7 @@ static void Matcher_dealloc(Matcher *self) {
             Py_XDECREF(p->version);
             Py_XDECREF(p->test);
             Py_XDECREF(p->excludes);
+            Py_XDECREF(p->tracked);
         }
         PyMem_Free(self->programs);
     }
@@ -864,12 +866,14 @@ static Group *groups_init(Matcher *self, PyObject *seq, Py_ssize_t *n) {
 
 static int program_init(Matcher *self, Program *program, PyObject *spec) {
     PyObject *free, *guarded;
-    if (!PyArg_ParseTuple(spec, "pOOUUOO!", &program->native, &free, &guarded,
+    if (!PyArg_ParseTuple(spec, "pOOUUOO!O!", &program->native, &free, &guarded,
                           &program->rule_id, &program->version, &program->test, &PyTuple_Type,
-                          &program->excludes)) {
+                          &program->excludes, &PyFrozenSet_Type, &program->tracked)) {
         program->rule_id = program->version = program->test = program->excludes = NULL;
+        program->tracked = NULL;
         return -1;
     }
+    Py_INCREF(program->tracked);
     Py_INCREF(program->rule_id);
     Py_INCREF(program->version);
     Py_INCREF(program->test);
@@ -1074,7 +1078,8 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
 
 typedef struct {
     long fi, start, end;
-    PyObject *hit; /* borrowed from its pattern's hits tuple, which the call keeps */
+    PyObject *label; /* borrowed from the Matcher's pid_label */
+    PyObject *hit;   /* borrowed from its pattern's hits tuple, which the call keeps */
 } Item;
 
 /* A pattern's hits in every field it was found in (Scan.pid_hits), kept for one call. */
@@ -1299,7 +1304,7 @@ static PidHits *pid_hits(Call *c, int32_t pid) {
                 Py_DECREF(found);
                 goto fail;
             }
-            c->items[c->nitems++] = (Item){fi, start, end, hit};
+            c->items[c->nitems++] = (Item){fi, start, end, label, hit};
             if (fi == last_fi && start < last_end) clean = 0;
             last_fi = fi;
             last_end = end;
@@ -1331,23 +1336,121 @@ typedef struct {
     int filtered;     /* some occurrence was outside its group's fields */
 } Hits;
 
-static int item_order(const void *a, const void *b) {
+
+static int label_order(PyObject *a, PyObject *b) {
+    return a == b ? 0 : PyUnicode_Compare(a, b); /* str against str: no error */
+}
+
+/* (field, start, end, term): the order of unique hits */
+static int key_order(const void *a, const void *b) {
     const Item *x = a, *y = b;
     if (x->fi != y->fi) return x->fi < y->fi ? -1 : 1;
     if (x->start != y->start) return x->start < y->start ? -1 : 1;
     if (x->end != y->end) return x->end < y->end ? -1 : 1;
-    return 0; /* the same span twice: an overlap, which sends the rule to the fallback */
+    return label_order(x->label, y->label);
 }
 
-/* Add the occurrences of a group's patterns found, in its fields: 0, 1 when a pattern's
- * own hits overlap (the fallback sorts that out), or -1. */
+/* (field, start, -end, term): ruleset._longest_first, over indexes into the unique hits */
+static const Item *order_base;
+static int longest_first(const void *a, const void *b) {
+    const Item *x = &order_base[*(const Py_ssize_t *)a], *y = &order_base[*(const Py_ssize_t *)b];
+    if (x->fi != y->fi) return x->fi < y->fi ? -1 : 1;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    if (x->end != y->end) return x->end > y->end ? -1 : 1;
+    return label_order(x->label, y->label);
+}
+
+/* ruleset._uncovered: mark the hits of ``order`` not strictly inside an earlier, larger span
+ * of the same field. */
+static void uncovered(const Item *items, const Py_ssize_t *order, Py_ssize_t n, uint8_t *kept) {
+    long field = -1, reach = -1, group_reach = -1, span_start = -1, span_end = -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const Item *it = &items[order[k]];
+        if (it->fi != field) {
+            field = it->fi;
+            reach = group_reach = -1;
+            span_start = span_end = -1;
+        }
+        if (it->start != span_start || it->end != span_end) {
+            if (group_reach > reach) reach = group_reach;
+            group_reach = -1;
+            span_start = it->start;
+            span_end = it->end;
+        }
+        if (reach < it->end) kept[order[k]] = 1;
+        if (it->end > group_reach) group_reach = it->end;
+    }
+}
+
+/* ruleset.ordered_hit_keys for hits that overlap: unique, in reading order, without those
+ * inside a longer one (a tracked-list hit is dropped only inside another tracked one).
+ * ``items`` are sorted by key_order. A new reference to the tuple of their Hits. */
+static PyObject *ordered_hits(Item *items, Py_ssize_t n, PyObject *tracked) {
+    Py_ssize_t unique = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!unique || key_order(&items[unique - 1], &items[i])) items[unique++] = items[i];
+    n = unique;
+    Py_ssize_t *order = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    uint8_t *kept = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    uint8_t *on_list = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    PyObject *out = NULL;
+    if (!order || !kept || !on_list) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t listed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        order[i] = i;
+        int in = tracked != Py_None && PySet_GET_SIZE(tracked) ? PySet_Contains(tracked, items[i].label) : 0;
+        if (in < 0) goto done;
+        on_list[i] = (uint8_t)in;
+        listed += in;
+    }
+    order_base = items; /* the GIL is held: no other thread sorts meanwhile */
+    qsort(order, (size_t)n, sizeof(Py_ssize_t), longest_first);
+    if (!listed) {
+        uncovered(items, order, n, kept);
+    } else {
+        /* plain: uncovered among all, keeping those not on the list; on the list: uncovered
+         * among the listed ones only */
+        uint8_t *all = PyMem_Calloc((size_t)n, 1);
+        Py_ssize_t *sub = PyMem_Malloc((size_t)n * sizeof(Py_ssize_t));
+        if (!all || !sub) {
+            PyMem_Free(all);
+            PyMem_Free(sub);
+            PyErr_NoMemory();
+            goto done;
+        }
+        uncovered(items, order, n, all);
+        Py_ssize_t m = 0;
+        for (Py_ssize_t k = 0; k < n; k++)
+            if (on_list[order[k]]) sub[m++] = order[k];
+        uncovered(items, sub, m, kept);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (all[i] && !on_list[i]) kept[i] = 1;
+        PyMem_Free(all);
+        PyMem_Free(sub);
+    }
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < n; i++) count += kept[i];
+    if (!(out = PyTuple_New(count))) goto done;
+    for (Py_ssize_t i = 0, j = 0; i < n; i++)
+        if (kept[i]) PyTuple_SET_ITEM(out, j++, Py_NewRef(items[i].hit));
+done:
+    PyMem_Free(order);
+    PyMem_Free(kept);
+    PyMem_Free(on_list);
+    return out;
+}
+
+/* Add the occurrences of a group's patterns found, in its fields: 0, or -1. */
 static int collect(Call *c, const Group *group, Hits *h) {
     for (Py_ssize_t j = 0; j < group->npids; j++) {
         int32_t pid = group->pids[j];
         if (!((c->present[pid >> 3] >> (pid & 7)) & 1)) continue;
         PidHits *entry = pid_hits(c, pid);
         if (!entry) return -1;
-        if (!entry->clean) return 1;
+        if (!entry->clean) h->filtered = 1; /* not the pattern's hits as they are: sort them */
         h->pids++;
         h->single = entry->hits;
         if (h->n + entry->count > h->cap) {
@@ -1397,14 +1500,16 @@ static PyObject *program_match(Call *c, const Program *program) {
     if (h.pids == 1 && !h.filtered) {
         hits = Py_NewRef(h.single); /* the pattern's own hits, shared */
     } else {
-        qsort(h.items, (size_t)h.n, sizeof(Item), item_order);
-        for (Py_ssize_t i = 1; i < h.n; i++)
-            if (h.items[i].fi == h.items[i - 1].fi && h.items[i].start < h.items[i - 1].end) {
-                out = Py_NewRef(Py_None); /* two overlap: ordered_hit_keys sorts that out */
-                goto done;
-            }
-        if (!(hits = PyTuple_New(h.n))) goto done;
-        for (Py_ssize_t i = 0; i < h.n; i++) PyTuple_SET_ITEM(hits, i, Py_NewRef(h.items[i].hit));
+        qsort(h.items, (size_t)h.n, sizeof(Item), key_order);
+        int overlap = 0;
+        for (Py_ssize_t i = 1; i < h.n && !overlap; i++)
+            overlap = h.items[i].fi == h.items[i - 1].fi && h.items[i].start < h.items[i - 1].end;
+        if (overlap) { /* two overlap, or one is there twice: ordered_hit_keys's way */
+            if (!(hits = ordered_hits(h.items, h.n, program->tracked))) goto done;
+        } else {
+            if (!(hits = PyTuple_New(h.n))) goto done;
+            for (Py_ssize_t i = 0; i < h.n; i++) PyTuple_SET_ITEM(hits, i, Py_NewRef(h.items[i].hit));
+        }
     }
     PyObject *values[3] = {program->rule_id, program->version, hits};
     out = new_object(self->match_type, self->match_offsets, values, 3);

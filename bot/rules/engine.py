@@ -514,7 +514,7 @@ class Engine:
             stride,
             [(p.extra is None, groups(p.free),
               [(condition, groups(parts)) for condition, parts in p.guarded],
-              p.rule_id, p.version, p.test, p.excludes) for p in self.programs],
+              p.rule_id, p.version, p.test, p.excludes, p.tracked) for p in self.programs],
             self.pids_of, self.pid_sid, self.pid_label, [s.casefold for s in self.searches],
             TEXT_FIELDS, Match, Hit,
             self._init.to_bytes((rules * stride + 7) >> 3, "little"),
