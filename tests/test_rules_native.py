@@ -327,3 +327,35 @@ def test_the_compiled_near_takes_ordinary_text() -> None:
                         ("the treaty on GCAP", 1), ("日英のGCAP条約 treaty", 1)]:
         assert len(compiled.match(Entry(key="k", title=title), feed_name="f")) == hits, title
     assert checked.decided == 4  # every one decided in C, none handed back
+
+
+@needs_native
+def test_the_compiled_parts_refuse_bad_arguments_with_exceptions() -> None:
+    rules = _rules(["gcap", "radar*", "防衛"])
+    engine = Engine(rules.rules)
+    assert engine._all is not None and engine._matcher is not None
+    scanner, matcher = engine._all.native, engine._matcher
+    near = engine._near_compiled
+    normalizer = _compiled_normalizer()
+    assert near is not None and normalizer is not None
+    calls = [
+        (lambda: scanner.search(b"gcap", None, 0, {}, {}), TypeError),
+        (lambda: scanner.search("gcap", None, 9, {}, {}), ValueError),
+        (lambda: scanner.search("gcap", "longer text", 0, {}, {}), ValueError),
+        (lambda: scanner.search("gcap", None, 0, {0: "not a list"}, {}), TypeError),
+        (lambda: matcher.match(object(), b"\x01", lambda i: None), AttributeError),
+        (lambda: matcher.match(engine.scan(Entry(key="k", title="gcap"), "f"), b"", print),
+         ValueError),
+        (lambda: matcher.pid_hits(object(), 0), AttributeError),
+        (lambda: matcher.pid_hits(engine.scan(Entry(key="k", title="x"), "f"), 10**6),
+         ValueError),
+        (lambda: near.decide(object(), object()), AttributeError),
+        (lambda: normalizer.normalize(b"bytes"), TypeError),
+        (lambda: normalizer.casefolded("not a Normalized"), TypeError),
+    ]
+    for call, error in calls:
+        with pytest.raises(error):
+            call()
+    # and the engine still works afterwards
+    assert [m.rule_id for m in engine.match(Entry(key="k", title="GCAP radars"),
+                                            feed_name="f")] == ["r"]

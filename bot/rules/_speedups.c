@@ -421,7 +421,11 @@ static int emit(Search *s, int fi, PyObject *spans, PyObject *fields_of) {
                 Py_DECREF(key);
                 return -1;
             }
-        } else if (PyList_Check(list) && PyList_GET_SIZE(list)) {
+        } else if (!PyList_Check(list)) {
+            Py_DECREF(key);
+            PyErr_SetString(PyExc_TypeError, "spans: expected lists");
+            return -1;
+        } else if (PyList_GET_SIZE(list)) {
             /* another pass found this search here before (the engine never does this) */
             PyObject *last = PyList_GET_ITEM(list, PyList_GET_SIZE(list) - 1);
             last_end = PyTuple_Check(last) && PyTuple_GET_SIZE(last) == 2
