@@ -10,10 +10,12 @@ on generated queries, exclusions, scopes and track lists as well.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
 import tempfile
+import weakref
 from pathlib import Path
 
 import pytest
@@ -359,3 +361,24 @@ def test_the_compiled_parts_refuse_bad_arguments_with_exceptions() -> None:
     # and the engine still works afterwards
     assert [m.rule_id for m in engine.match(Entry(key="k", title="GCAP radars"),
                                             feed_name="f")] == ["r"]
+
+
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=needs_native)])
+def test_an_engine_no_longer_used_is_freed(compiled: bool) -> None:
+    # The compiled matcher holds the rules' generated functions, whose globals refer back to
+    # the engine: the garbage collector must see through it, or every rule set a reload
+    # replaces would stay in memory.
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "r.yaml").write_text(
+            "id: r\ntitle: R\nquery: 'gcap NEAR/2 treaty OR (tempest AND fighter) OR osa'\n"
+            "exclude:\n  x: '(football AND club) OR feed:sport'\n", encoding="utf-8")
+        rules = load_rules(Path(tmp))
+    engines = []
+    for _ in range(3):
+        engine = Engine(rules.rules, native=compiled)
+        assert (engine._matcher is not None) == compiled
+        engine.match(Entry(key="k", title="GCAP treaty"), feed_name="f")
+        engines.append(weakref.ref(engine))
+        del engine
+    gc.collect()
+    assert [ref() for ref in engines] == [None, None, None]

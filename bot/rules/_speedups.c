@@ -700,6 +700,7 @@ typedef struct {
     Layer query;
     Layer *layers;
     Py_ssize_t nlayers;
+    int cleared; /* by the garbage collector (Matcher_clear) */
 } Matcher;
 
 static void groups_free(Group *groups, Py_ssize_t n) {
@@ -714,7 +715,45 @@ static void layer_free(Layer *layer) {
     PyMem_Free(layer->exact);
 }
 
+/* The Matcher holds the rules' generated functions, whose globals refer back to the Engine
+ * that holds the Matcher: a cycle, which the garbage collector must be able to see through
+ * (or every rule set replaced by a reload would stay in memory). */
+static int Matcher_traverse(Matcher *self, visitproc visit, void *arg) {
+    if (self->programs) {
+        for (Py_ssize_t i = 0; i < self->nprograms; i++) {
+            Program *p = &self->programs[i];
+            Py_VISIT(p->rule_id);
+            Py_VISIT(p->version);
+            Py_VISIT(p->test);
+            Py_VISIT(p->excludes);
+            Py_VISIT(p->tracked);
+            if (p->guards)
+                for (Py_ssize_t k = 0; k < p->nguards; k++) Py_VISIT(p->guards[k].condition);
+        }
+    }
+    Py_VISIT(self->field_names);
+    Py_VISIT(self->match_type);
+    Py_VISIT(self->hit_type);
+    return 0;
+}
+
+/* Break the cycle: drop the generated functions (a cleared Matcher refuses to match). */
+static int Matcher_clear(Matcher *self) {
+    if (self->programs) {
+        for (Py_ssize_t i = 0; i < self->nprograms; i++) {
+            Program *p = &self->programs[i];
+            Py_CLEAR(p->test);
+            Py_CLEAR(p->excludes);
+            if (p->guards)
+                for (Py_ssize_t k = 0; k < p->nguards; k++) Py_CLEAR(p->guards[k].condition);
+        }
+    }
+    self->cleared = 1;
+    return 0;
+}
+
 static void Matcher_dealloc(Matcher *self) {
+    PyObject_GC_UnTrack(self);
     if (self->programs) {
         for (Py_ssize_t i = 0; i < self->nprograms; i++) {
             Program *p = &self->programs[i];
@@ -1573,6 +1612,10 @@ static int set_pids(Call *c) {
 static PyObject *Matcher_match(Matcher *self, PyObject *args) {
     PyObject *scan, *fallback;
     Py_buffer scope;
+    if (!self->programs || self->cleared) {
+        PyErr_SetString(PyExc_RuntimeError, "this Matcher is not initialised, or was cleared");
+        return NULL;
+    }
     if (!PyArg_ParseTuple(args, "Oy*O", &scan, &scope, &fallback)) return NULL;
     PyObject *out = NULL;
     uint8_t *acc = NULL, *touched = NULL;
@@ -1703,8 +1746,10 @@ static PyMethodDef Matcher_methods[] = {
 static PyTypeObject MatcherType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bot.rules._speedups.Matcher",
     .tp_basicsize = sizeof(Matcher),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Engine._decide and Engine._matches, compiled.",
+    .tp_traverse = (traverseproc)Matcher_traverse,
+    .tp_clear = (inquiry)Matcher_clear,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Matcher_init,
     .tp_dealloc = (destructor)Matcher_dealloc,
