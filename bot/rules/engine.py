@@ -33,6 +33,26 @@ and to decide compares each left occurrence with its nearest right ones.
 The results are exactly those of :func:`bot.rules.match.evaluate` (``RuleSet.match_slowly``);
 ``tests/test_rules_engine*.py`` check the two against each other on the shipped rules, on
 generated queries and on bench/match.py's corpora.
+
+Compiled parts (``bot/rules/_speedups.c``, an optional C extension; bot.rules.native says
+whether it is in use, ``POLICYBOT_NATIVE=0`` turns it off). The Python written here is the
+reference each part is tested against (tests/test_rules_native.py), and what runs without a
+C compiler:
+
+- the term search (``Scanner``, for :meth:`Engine._search`): instead of an automaton over
+  every position, a term that starts with a word character is looked up once per run of
+  word characters (it can only start there), any other at each position under its first two
+  characters; the boundary checks and "occurrences of one search do not overlap" as here;
+- normalising and case folding a field (``Normalizer``, for
+  :func:`bot.rules.text.normalize` with ``casefold=False``) when every character maps to
+  one; anything else is :func:`bot.rules.text.python_normalize`;
+- deciding and matching (``Matcher``, for :meth:`Engine._decide` and
+  :meth:`Engine._matches`): the accumulator as bytes, set from each found search's clause
+  positions; the generated tests and conditions are still called (they are Python); every
+  rule's hits built in C, except a rule with NEAR hits, which :meth:`Engine._match_one`
+  builds;
+- NEAR's decision (``Near``, for :meth:`Engine._near_python` without hits) except with a
+  regular expression, texts that do not line up, or characters beyond the BMP.
 """
 
 from __future__ import annotations
