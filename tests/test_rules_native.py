@@ -339,12 +339,16 @@ def test_the_compiled_parts_refuse_bad_arguments_with_exceptions() -> None:
     scanner, matcher = engine._all.native, engine._matcher
     near = engine._near_compiled
     normalizer = _compiled_normalizer()
+    occurrences = native._compiled.Occurrences  # type: ignore[union-attr]
     assert near is not None and normalizer is not None
     calls = [
-        (lambda: scanner.search(b"gcap", None, 0, {}, {}), TypeError),
-        (lambda: scanner.search("gcap", None, 9, {}, {}), ValueError),
-        (lambda: scanner.search("gcap", "longer text", 0, {}, {}), ValueError),
-        (lambda: scanner.search("gcap", None, 0, {0: "not a list"}, {}), TypeError),
+        (lambda: scanner.search(b"gcap", None, 0, occurrences(), {}), TypeError),
+        (lambda: scanner.search("gcap", None, 9, occurrences(), {}), ValueError),
+        (lambda: scanner.search("gcap", "longer text", 0, occurrences(), {}), ValueError),
+        (lambda: scanner.search("gcap", None, 0, {0: [(0, 4)]}, {}), TypeError),
+        (lambda: scanner.search("gcap", None, 0, occurrences(), {0: "not an int"}), TypeError),
+        (lambda: occurrences().set(-1, []), ValueError),
+        (lambda: occurrences().set(0, [(1,)]), TypeError),
         (lambda: matcher.match(object(), b"\x01", lambda i: None), AttributeError),
         (lambda: matcher.match(engine.scan(Entry(key="k", title="gcap"), "f"), b"", print),
          ValueError),

@@ -309,6 +309,167 @@ done:
     return rc;
 }
 
+/* --- Occurrences: where each search was found, by ``sid << 3 | field`` --------------------
+ *
+ * The spans the term search finds, kept in C for the matcher and NEAR to read; Python reads
+ * them as a dict (Scan.spans, built on first use: only the fallbacks need it). */
+
+typedef struct {
+    Py_ssize_t start, end;
+} Span;
+
+typedef struct {
+    long key;
+    Span *spans;
+    Py_ssize_t n, cap;
+} OccList;
+
+typedef struct {
+    PyObject_HEAD
+    OccList *lists;
+    Py_ssize_t nlists, cap;
+    int32_t *slots; /* open addressing by key: index + 1, 0 when empty */
+    Py_ssize_t nslots;
+} Occurrences;
+
+static void Occurrences_dealloc(Occurrences *self) {
+    for (Py_ssize_t i = 0; i < self->nlists; i++) PyMem_Free(self->lists[i].spans);
+    PyMem_Free(self->lists);
+    PyMem_Free(self->slots);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline Py_ssize_t occ_slot(long key, Py_ssize_t nslots) {
+    return (Py_ssize_t)((uint64_t)key * 0x9E3779B97F4A7C15ULL >> 20) & (nslots - 1);
+}
+
+static OccList *occ_find(const Occurrences *o, long key) {
+    if (!o->nslots) return NULL;
+    Py_ssize_t slot = occ_slot(key, o->nslots);
+    while (o->slots[slot]) {
+        OccList *list = &o->lists[o->slots[slot] - 1];
+        if (list->key == key) return list;
+        slot = (slot + 1) & (o->nslots - 1);
+    }
+    return NULL;
+}
+
+static OccList *occ_get(Occurrences *o, long key) {
+    OccList *found = occ_find(o, key);
+    if (found) return found;
+    if (2 * (o->nlists + 1) > o->nslots) {
+        Py_ssize_t nslots = o->nslots ? o->nslots * 2 : 64;
+        int32_t *slots = PyMem_Calloc((size_t)nslots, sizeof(int32_t));
+        if (!slots) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < o->nlists; i++) {
+            Py_ssize_t slot = occ_slot(o->lists[i].key, nslots);
+            while (slots[slot]) slot = (slot + 1) & (nslots - 1);
+            slots[slot] = (int32_t)(i + 1);
+        }
+        PyMem_Free(o->slots);
+        o->slots = slots;
+        o->nslots = nslots;
+    }
+    if (o->nlists == o->cap) {
+        Py_ssize_t cap = o->cap ? o->cap * 2 : 32;
+        OccList *grown = PyMem_Realloc(o->lists, (size_t)cap * sizeof(OccList));
+        if (!grown) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        o->lists = grown;
+        o->cap = cap;
+    }
+    Py_ssize_t slot = occ_slot(key, o->nslots);
+    while (o->slots[slot]) slot = (slot + 1) & (o->nslots - 1);
+    OccList *list = &o->lists[o->nlists];
+    *list = (OccList){key, NULL, 0, 0};
+    o->slots[slot] = (int32_t)(++o->nlists);
+    return list;
+}
+
+static int occ_append(OccList *list, Py_ssize_t start, Py_ssize_t end) {
+    if (list->n == list->cap) {
+        Py_ssize_t cap = list->cap ? list->cap * 2 : 4;
+        Span *grown = PyMem_Realloc(list->spans, (size_t)cap * sizeof(Span));
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        list->spans = grown;
+        list->cap = cap;
+    }
+    list->spans[list->n++] = (Span){start, end};
+    return 0;
+}
+
+/* set(key, spans): the spans of ``key`` are these (the engine's regular expressions). */
+static PyObject *Occurrences_set(Occurrences *self, PyObject *args) {
+    long key;
+    PyObject *spans;
+    if (!PyArg_ParseTuple(args, "lO!", &key, &PyList_Type, &spans)) return NULL;
+    if (key < 0) {
+        PyErr_SetString(PyExc_ValueError, "a negative key");
+        return NULL;
+    }
+    OccList *list = occ_get(self, key);
+    if (!list) return NULL;
+    list->n = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(spans); i++) {
+        Py_ssize_t start, end;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(spans, i), "nn", &start, &end) ||
+            occ_append(list, start, end) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* as_dict(): {key: [(start, end), …]} for the keys found (Scan.spans). */
+static PyObject *Occurrences_as_dict(Occurrences *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyDict_New();
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < self->nlists; i++) {
+        const OccList *list = &self->lists[i];
+        if (!list->n) continue;
+        PyObject *spans = PyList_New(list->n), *key = PyLong_FromLong(list->key);
+        int failed = !spans || !key;
+        for (Py_ssize_t j = 0; j < list->n && !failed; j++) {
+            PyObject *span = Py_BuildValue("(nn)", list->spans[j].start, list->spans[j].end);
+            if (span) PyList_SET_ITEM(spans, j, span);
+            else failed = 1;
+        }
+        if (!failed) failed = PyDict_SetItem(out, key, spans) < 0;
+        Py_XDECREF(spans);
+        Py_XDECREF(key);
+        if (failed) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyMethodDef Occurrences_methods[] = {
+    {"set", (PyCFunction)Occurrences_set, METH_VARARGS,
+     "set(key, spans): the spans found for key (sid << 3 | field)."},
+    {"as_dict", (PyCFunction)Occurrences_as_dict, METH_NOARGS,
+     "as_dict(): {sid << 3 | field: [(start, end), ...]}."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject OccurrencesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bot.rules._speedups.Occurrences",
+    .tp_basicsize = sizeof(Occurrences),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Where each search was found in an entry (Scan.spans, kept in C).",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Occurrences_dealloc,
+    .tp_methods = Occurrences_methods,
+};
+
 /* The occurrences of one search found in one call, linked in the order found. */
 typedef struct {
     int32_t sid;
@@ -407,63 +568,27 @@ static int add(Search *s, int32_t sid, Py_ssize_t start, Py_ssize_t end) {
     return 0;
 }
 
-/* Hand what was found to the scan: ``spans[sid << 3 | fi]`` and ``fields_of[sid]``. */
-static int emit(Search *s, int fi, PyObject *spans, PyObject *fields_of) {
+/* Hand what was found to the scan: its occurrences of ``sid << 3 | fi`` and
+ * ``fields_of[sid]``. */
+static int emit(Search *s, int fi, Occurrences *occurrences, PyObject *fields_of) {
     for (Py_ssize_t i = 0; i < s->nsearches; i++) {
         const Found *f = &s->searches[i];
-        PyObject *key = PyLong_FromLong(((long)f->sid << 3) | fi);
-        if (!key) return -1;
-        PyObject *list = PyDict_GetItemWithError(spans, key); /* borrowed */
-        Py_ssize_t last_end = -1;
-        int fresh = !list;
-        if (fresh) {
-            if (PyErr_Occurred() || !(list = PyList_New(0))) {
-                Py_DECREF(key);
-                return -1;
-            }
-        } else if (!PyList_Check(list)) {
-            Py_DECREF(key);
-            PyErr_SetString(PyExc_TypeError, "spans: expected lists");
-            return -1;
-        } else if (PyList_GET_SIZE(list)) {
-            /* another pass found this search here before (the engine never does this) */
-            PyObject *last = PyList_GET_ITEM(list, PyList_GET_SIZE(list) - 1);
-            last_end = PyTuple_Check(last) && PyTuple_GET_SIZE(last) == 2
-                           ? PyLong_AsSsize_t(PyTuple_GET_ITEM(last, 1)) : -1;
-            if (last_end == -1 && PyErr_Occurred()) {
-                Py_DECREF(key);
-                return -1;
-            }
-        }
-        int failed = 0;
-        for (int32_t at = f->first; at >= 0 && !failed; at = s->found[at].next) {
+        OccList *list = occ_get(occurrences, ((long)f->sid << 3) | fi);
+        if (!list) return -1;
+        /* another pass found this search here before (the engine never does this) */
+        Py_ssize_t last_end = list->n ? list->spans[list->n - 1].end : -1;
+        for (int32_t at = f->first; at >= 0; at = s->found[at].next) {
             const Occurrence *o = &s->found[at];
             if (o->start < last_end) continue;
-            PyObject *span = PyTuple_New(2), *a = PyLong_FromSsize_t(o->start),
-                     *b = PyLong_FromSsize_t(o->end);
-            if (!span || !a || !b) {
-                Py_XDECREF(span);
-                Py_XDECREF(a);
-                Py_XDECREF(b);
-                failed = 1;
-                break;
-            }
-            PyTuple_SET_ITEM(span, 0, a);
-            PyTuple_SET_ITEM(span, 1, b);
-            failed = PyList_Append(list, span) < 0;
-            Py_DECREF(span);
+            if (occ_append(list, o->start, o->end) < 0) return -1;
             last_end = o->end;
         }
-        if (!failed && fresh) failed = PyDict_SetItem(spans, key, list) < 0;
-        if (fresh) Py_DECREF(list);
-        Py_DECREF(key);
-        if (failed) return -1;
         PyObject *sid = PyLong_FromLong(f->sid);
         if (!sid) return -1;
         PyObject *old = PyDict_GetItemWithError(fields_of, sid); /* borrowed */
         long mask = old ? PyLong_AsLong(old) : 0;
         PyObject *bits = PyErr_Occurred() ? NULL : PyLong_FromLong(mask | (1L << fi));
-        failed = !bits || PyDict_SetItem(fields_of, sid, bits) < 0;
+        int failed = !bits || PyDict_SetItem(fields_of, sid, bits) < 0;
         Py_XDECREF(bits);
         Py_DECREF(sid);
         if (failed) return -1;
@@ -566,10 +691,11 @@ static int run_search(Search *s) {
 }
 
 static PyObject *Scanner_search(Scanner *self, PyObject *args) {
-    PyObject *text_obj, *exact_obj, *spans, *fields_of;
+    PyObject *text_obj, *exact_obj, *fields_of;
+    Occurrences *occurrences;
     int fi;
-    if (!PyArg_ParseTuple(args, "UOiO!O!", &text_obj, &exact_obj, &fi, &PyDict_Type, &spans,
-                          &PyDict_Type, &fields_of))
+    if (!PyArg_ParseTuple(args, "UOiO!O!", &text_obj, &exact_obj, &fi, &OccurrencesType,
+                          &occurrences, &PyDict_Type, &fields_of))
         return NULL;
     if (fi < 0 || fi > 7) {
         PyErr_SetString(PyExc_ValueError, "field index out of range");
@@ -592,7 +718,7 @@ static PyObject *Scanner_search(Scanner *self, PyObject *args) {
     s.text = text;
     s.exact = exact;
     rc = run_search(&s);
-    if (rc == 0) rc = emit(&s, fi, spans, fields_of);
+    if (rc == 0) rc = emit(&s, fi, occurrences, fields_of);
 done:
     search_free(&s);
     PyMem_Free(text);
@@ -603,8 +729,8 @@ done:
 
 static PyMethodDef Scanner_methods[] = {
     {"search", (PyCFunction)Scanner_search, METH_VARARGS,
-     "search(text, exact_text, field_index, spans, fields_of): add every occurrence found, "
-     "as Engine._search does."},
+     "search(text, exact_text, field_index, occurrences, fields_of): add every occurrence "
+     "found, as Engine._search does."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1137,7 +1263,8 @@ typedef struct {
 typedef struct {
     Matcher *self;
     PyObject *scan;
-    PyObject *fields_of, *spans, *norms;
+    PyObject *fields_of, *norms;
+    PyObject *spans;     /* scan._found: Occurrences */
     uint8_t *present;    /* the pids found, as bits */
     long shift[8][2];    /* per field and case: the constant shift to the original text, */
     uint8_t known[8][2]; /* 1 when computed, 2 when the text is not one linear piece */
@@ -1168,7 +1295,7 @@ static int call_open(Call *c, Matcher *self, PyObject *scan) {
         return -1;
     }
     if (!(c->fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
-        !(c->spans = get_slot(scan, "spans", &PyDict_Type)) ||
+        !(c->spans = get_slot(scan, "_found", &OccurrencesType)) ||
         !(c->norms = get_slot(scan, "norms", &PyDict_Type)))
         return -1;
     return 0;
@@ -1289,36 +1416,44 @@ static PidHits *pid_hits(Call *c, int32_t pid) {
     long last_fi = -1, last_end = 0;
     for (int fi = 0; fi < PyTuple_GET_SIZE(self->field_names); fi++) {
         if (!((fields >> fi) & 1)) continue;
-        PyObject *found, *span_key = PyLong_FromLong(((long)sid << 3) | fi);
-        if (!span_key) goto fail;
         long shift;
         int linear = linear_shift(c, fi, self->sid_casefold[sid], &shift);
-        if (linear < 0) {
-            Py_DECREF(span_key);
-            goto fail;
-        }
+        if (linear < 0) goto fail;
+        /* The spans in the normalised text (shifted to the original), or, when the text
+         * does not map one to one, Scan.original's list, mapped piece by piece. */
+        const OccList *occ = NULL;
+        PyObject *found = NULL;
+        Py_ssize_t count;
         if (linear) {
-            found = PyDict_GetItemWithError(c->spans, span_key);
-            Py_XINCREF(found);
-            if (!found && !PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "no spans");
-        } else { /* Scan.original maps the spans piece by piece */
-            found = PyObject_CallMethod(c->scan, "original", "O", span_key);
+            occ = occ_find((Occurrences *)c->spans, ((long)sid << 3) | fi);
+            if (!occ) {
+                PyErr_SetString(PyExc_KeyError, "a search found with no spans");
+                goto fail;
+            }
+            count = occ->n;
+        } else {
+            found = PyObject_CallMethod(c->scan, "original", "l", ((long)sid << 3) | fi);
             shift = 0;
-        }
-        Py_DECREF(span_key);
-        if (!found) goto fail;
-        if (!PyList_Check(found)) {
-            Py_DECREF(found);
-            PyErr_SetString(PyExc_TypeError, "spans: expected lists");
-            goto fail;
+            if (!found) goto fail;
+            if (!PyList_Check(found)) {
+                Py_XDECREF(found);
+                PyErr_SetString(PyExc_TypeError, "spans: expected lists");
+                goto fail;
+            }
+            count = PyList_GET_SIZE(found);
         }
         PyObject *field_name = PyTuple_GET_ITEM(self->field_names, fi);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(found); i++) {
+        for (Py_ssize_t i = 0; i < count; i++) {
             long start, end;
-            PyObject *span = PyList_GET_ITEM(found, i);
-            if (long_item(span, 0, &start) < 0 || long_item(span, 1, &end) < 0) {
-                Py_DECREF(found);
-                goto fail;
+            if (occ) {
+                start = (long)occ->spans[i].start;
+                end = (long)occ->spans[i].end;
+            } else {
+                PyObject *span = PyList_GET_ITEM(found, i);
+                if (long_item(span, 0, &start) < 0 || long_item(span, 1, &end) < 0) {
+                    Py_XDECREF(found);
+                    goto fail;
+                }
             }
             start += shift;
             end += shift;
@@ -1334,7 +1469,7 @@ static PidHits *pid_hits(Call *c, int32_t pid) {
                 Item *grown = PyMem_Realloc(c->items, (size_t)cap * sizeof(Item));
                 if (!grown) {
                     Py_XDECREF(hit);
-                    Py_DECREF(found);
+                    Py_XDECREF(found);
                     PyErr_NoMemory();
                     goto fail;
                 }
@@ -1344,7 +1479,7 @@ static PidHits *pid_hits(Call *c, int32_t pid) {
             int failed = !hit || PyList_Append(hits, hit) < 0;
             Py_XDECREF(hit); /* the list (then the tuple) holds it */
             if (failed) {
-                Py_DECREF(found);
+                Py_XDECREF(found);
                 goto fail;
             }
             c->items[c->nitems++] = (Item){fi, start, end, label, hit};
@@ -1352,7 +1487,7 @@ static PidHits *pid_hits(Call *c, int32_t pid) {
             last_fi = fi;
             last_end = end;
         }
-        Py_DECREF(found);
+        Py_XDECREF(found);
     }
     PyObject *tuple = PyList_AsTuple(hits);
     Py_DECREF(hits);
@@ -2120,10 +2255,6 @@ static int words_within_c(const Near *self, int kind, const void *data, Py_ssize
     return 1;
 }
 
-typedef struct {
-    Py_ssize_t start, end;
-} Span;
-
 static int span_order(const void *a, const void *b) {
     const Span *x = a, *y = b;
     if (x->start != y->start) return x->start < y->start ? -1 : 1;
@@ -2182,38 +2313,24 @@ static long side_found(PyObject *sids, PyObject *fields_of, SideSearch **out, Py
 }
 
 /* The spans in field fi of a side's searches found there (appended to *out). */
-static int side_spans(const SideSearch *found, Py_ssize_t nfound, int fi, PyObject *spans,
-                      Span **out, Py_ssize_t *n, Py_ssize_t *cap) {
+static int side_spans(const SideSearch *found, Py_ssize_t nfound, int fi,
+                      const Occurrences *spans, Span **out, Py_ssize_t *n, Py_ssize_t *cap) {
     for (Py_ssize_t k = 0; k < nfound; k++) {
         if (!((found[k].fields >> fi) & 1)) continue;
-        PyObject *key = PyLong_FromLong((found[k].sid << 3) | fi);
-        if (!key) return -1;
-        PyObject *list = PyDict_GetItemWithError(spans, key); /* borrowed */
-        Py_DECREF(key);
-        if (!list) {
-            if (PyErr_Occurred()) return -1;
-            continue;
-        }
-        if (!PyList_Check(list)) {
-            PyErr_SetString(PyExc_TypeError, "spans: expected lists");
-            return -1;
-        }
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
-            if (*n == *cap) {
-                Py_ssize_t grown_cap = *cap ? *cap * 2 : 16;
-                Span *grown = PyMem_Realloc(*out, (size_t)grown_cap * sizeof(Span));
-                if (!grown) {
-                    PyErr_NoMemory();
-                    return -1;
-                }
-                *out = grown;
-                *cap = grown_cap;
+        const OccList *list = occ_find(spans, (found[k].sid << 3) | fi);
+        if (!list) continue;
+        if (*n + list->n > *cap) {
+            Py_ssize_t grown_cap = (*n + list->n) * 2 + 16;
+            Span *grown = PyMem_Realloc(*out, (size_t)grown_cap * sizeof(Span));
+            if (!grown) {
+                PyErr_NoMemory();
+                return -1;
             }
-            long a, b;
-            PyObject *span = PyList_GET_ITEM(list, i);
-            if (long_item(span, 0, &a) < 0 || long_item(span, 1, &b) < 0) return -1;
-            (*out)[(*n)++] = (Span){a, b};
+            *out = grown;
+            *cap = grown_cap;
         }
+        memcpy(*out + *n, list->spans, (size_t)list->n * sizeof(Span));
+        *n += list->n;
     }
     return 0;
 }
@@ -2238,7 +2355,7 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
         !(right_sids = PyObject_GetAttrString(spec, "right_sids")) ||
         !(casefold = PyObject_GetAttrString(spec, "casefold")) ||
         !(fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
-        !(spans = get_slot(scan, "spans", &PyDict_Type)) ||
+        !(spans = get_slot(scan, "_found", &OccurrencesType)) ||
         !(norms = get_slot(scan, "norms", &PyDict_Type)))
         goto done;
     if (!(tmp = PyObject_GetAttrString(spec, "distance"))) goto done;
@@ -2302,8 +2419,8 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
             goto done;
         }
         nl = nr = 0;
-        if (side_spans(left_found, nleft, fi, spans, &lefts, &nl, &capl) < 0 ||
-            side_spans(right_found, nright, fi, spans, &rights, &nr, &capr) < 0)
+        if (side_spans(left_found, nleft, fi, (Occurrences *)spans, &lefts, &nl, &capl) < 0 ||
+            side_spans(right_found, nright, fi, (Occurrences *)spans, &rights, &nr, &capr) < 0)
             goto done;
         if (!nl || !nr) continue;
         PyObject *text = PyObject_GetAttrString(text_norm, "text");
@@ -2382,7 +2499,8 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&MatcherType) < 0 ||
+    if (PyType_Ready(&OccurrencesType) < 0 || PyType_Ready(&ScannerType) < 0 ||
+        PyType_Ready(&MatcherType) < 0 ||
         PyType_Ready(&NormalizerType) < 0 || PyType_Ready(&NearType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
@@ -2390,6 +2508,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&ScannerType);
     if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0) {
         Py_DECREF(&ScannerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&OccurrencesType);
+    if (PyModule_AddObject(m, "Occurrences", (PyObject *)&OccurrencesType) < 0) {
+        Py_DECREF(&OccurrencesType);
         Py_DECREF(m);
         return NULL;
     }

@@ -268,7 +268,8 @@ class _Written:
 class Scan:
     """One entry from one feed, searched once for every pattern of every rule."""
 
-    __slots__ = ("engine", "entry", "feed_name", "feed_tags", "norms", "spans", "fields_of",
+    __slots__ = ("engine", "entry", "feed_name", "feed_tags", "norms", "_spans", "_found",
+                 "fields_of",
                  "hits", "_present", "_pids", "_pid_hits", "_groups", "_original", "_words",
                  "_hit_objects")
 
@@ -279,7 +280,11 @@ class Scan:
         self.feed_name = feed_name
         self.feed_tags = feed_tags
         self.norms: dict[tuple[int, bool], Normalized] = {}
-        self.spans: dict[int, list[tuple[int, int]]] = {}  # sid << 3 | field → spans
+        # sid << 3 | field → spans: kept in C by the compiled search (Occurrences), and a dict
+        # for Python only once asked for (see spans); a dict from the start without it.
+        self._found = engine._new_occurrences()
+        self._spans: dict[int, list[tuple[int, int]]] | None = (
+            {} if self._found is None else None)
         self.fields_of: dict[int, int] = {}  # sid → mask of the fields it occurs in
         # ((field mask, pids found), …), track names → hits: shared by rules that match alike
         self.hits: dict[tuple[tuple[tuple[int, frozenset[int]], ...], frozenset[str]],
@@ -292,6 +297,15 @@ class Scan:
         self._original: dict[int, list[tuple[int, int]]] = {}
         self._words: dict[tuple[int, bool], WordIndex] = {}
         self._hit_objects: dict[HitKey, Hit] = {}
+
+    @property
+    def spans(self) -> dict[int, list[tuple[int, int]]]:
+        """``sid << 3 | field`` → the spans of that search in that field's normalised text."""
+        spans = self._spans
+        if spans is None:
+            assert self._found is not None
+            spans = self._spans = self._found.as_dict()
+        return spans
 
     def present(self, mask: int) -> set[int]:
         """The searches found in any field of ``mask``."""
@@ -507,6 +521,9 @@ class Engine:
         self._needs_cs = any(not s.casefold for s in self.searches)
         self._word = word_chars()
         self._matcher = self._compiled_matcher()
+        compiled_parts = native_parts.compiled() if self._native else None
+        self._new_occurrences: Callable[[], Any] = (
+            compiled_parts.Occurrences if compiled_parts is not None else lambda: None)
         self._positions_by_sid = []  # only the compiled matcher needed them
         self._sid_by_pattern.clear()  # compiling is over
         self._kept.clear()
@@ -693,7 +710,10 @@ class Engine:
                     search.pattern.text, search.pattern.case_sensitive).finditer(text)
                     if m.end() > m.start()]
                 if found:
-                    scan.spans[sid << _SHIFT | fi] = found
+                    if scan._found is not None:
+                        scan._found.set(sid << _SHIFT | fi, found)
+                    else:
+                        scan.spans[sid << _SHIFT | fi] = found
                     scan.fields_of[sid] = scan.fields_of.get(sid, 0) | 1 << fi
         return scan
 
@@ -709,7 +729,7 @@ class Engine:
         if automaton is None:
             return
         if automaton.native is not None:
-            automaton.native.search(text, exact_text, fi, scan.spans, scan.fields_of)
+            automaton.native.search(text, exact_text, fi, scan._found, scan.fields_of)
             return
         word = self._word
         spans = scan.spans
