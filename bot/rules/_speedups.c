@@ -1276,8 +1276,23 @@ typedef struct {
     Py_ssize_t nitems, items_cap;
 } Call;
 
+/* getattr(obj, name) with the name's str made once (interned), not on every call. */
+static PyObject *attr(PyObject *obj, const char *name) {
+    static const char *keys[32];
+    static PyObject *names[32];
+    static int n;
+    for (int i = 0; i < n; i++)
+        if (keys[i] == name) return PyObject_GetAttr(obj, names[i]);
+    if (n == 32) return PyObject_GetAttrString(obj, name);
+    PyObject *interned = PyUnicode_InternFromString(name);
+    if (!interned) return NULL;
+    keys[n] = name;
+    names[n++] = interned; /* kept for the life of the process */
+    return PyObject_GetAttr(obj, interned);
+}
+
 static PyObject *get_slot(PyObject *scan, const char *name, PyTypeObject *type) {
-    PyObject *value = PyObject_GetAttrString(scan, name);
+    PyObject *value = attr(scan, name);
     if (value && !Py_IS_TYPE(value, type)) {
         PyErr_Format(PyExc_TypeError, "scan.%s: expected %s", name, type->tp_name);
         Py_CLEAR(value);
@@ -1336,9 +1351,9 @@ static int linear_shift(Call *c, int fi, int casefold, long *shift) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "a field not normalised");
             return -1;
         }
-        PyObject *starts = PyObject_GetAttrString(norm, "piece_starts");
-        PyObject *spans = starts ? PyObject_GetAttrString(norm, "piece_spans") : NULL;
-        PyObject *origins = spans ? PyObject_GetAttrString(norm, "piece_origins") : NULL;
+        PyObject *starts = attr(norm, "piece_starts");
+        PyObject *spans = starts ? attr(norm, "piece_spans") : NULL;
+        PyObject *origins = spans ? attr(norm, "piece_origins") : NULL;
         int rc = origins ? 0 : -1;
         c->known[fi][casefold] = 2;
         if (origins && PyTuple_Check(starts) && PyTuple_Check(spans) && PyTuple_Check(origins) &&
@@ -1715,7 +1730,7 @@ static int truth_of(PyObject *fn, PyObject *scan) {
 
 /* scan._pids (Scan.pids), from the bits, before Python code that may use it. */
 static int set_pids(Call *c) {
-    PyObject *old = PyObject_GetAttrString(c->scan, "_pids");
+    PyObject *old = attr(c->scan, "_pids");
     if (!old) return -1;
     int missing = old == Py_None;
     Py_DECREF(old);
@@ -1964,6 +1979,11 @@ static int Normalizer_init(Normalizer *self, PyObject *args, PyObject *kwds) {
     memcpy(self->kinds, kinds.buf, 65536);
     if (!(self->simple = uint32_table(&simple)) || !(self->lower = uint32_table(&lower)))
         goto done;
+    for (Py_ssize_t c = 0; c < 128; c++)
+        if ((c && !self->lower[c]) || self->lower[c] > 127) { /* NUL folds to itself */
+            PyErr_SetString(PyExc_ValueError, "lower: ASCII must fold to ASCII");
+            goto done;
+        }
     for (Py_ssize_t c = 0; c < 65536; c++)
         if (self->kinds[c] > K_COMPLEX || (self->kinds[c] == K_SIMPLE && !self->simple[c])) {
             PyErr_SetString(PyExc_ValueError, "a kind or a fold out of range");
@@ -2124,6 +2144,14 @@ static PyObject *Normalizer_casefold(Normalizer *self, PyObject *text) {
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     if (kind == PyUnicode_4BYTE_KIND) Py_RETURN_NONE;
+    if (PyUnicode_IS_ASCII(text)) { /* ASCII folds to ASCII: written straight into the str */
+        PyObject *result = PyUnicode_New(n, 127);
+        if (!result) return NULL;
+        const Py_UCS1 *src = data;
+        Py_UCS1 *dst = PyUnicode_1BYTE_DATA(result);
+        for (Py_ssize_t i = 0; i < n; i++) dst[i] = (Py_UCS1)self->lower[src[i]];
+        return result;
+    }
     Py_UCS4 *out = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_UCS4));
     if (!out) return PyErr_NoMemory();
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -2346,25 +2374,25 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
     Py_ssize_t nl = 0, nr = 0, capl = 0, capr = 0, nleft = 0, nright = 0;
     long distance, mask, ordered;
     PyObject *tmp;
-    if (!(regex = PyObject_GetAttrString(spec, "regex"))) goto done;
+    if (!(regex = attr(spec, "regex"))) goto done;
     if (regex != Py_False) {
         result = Py_NewRef(Py_None);
         goto done;
     }
-    if (!(left_sids = PyObject_GetAttrString(spec, "left_sids")) ||
-        !(right_sids = PyObject_GetAttrString(spec, "right_sids")) ||
-        !(casefold = PyObject_GetAttrString(spec, "casefold")) ||
+    if (!(left_sids = attr(spec, "left_sids")) ||
+        !(right_sids = attr(spec, "right_sids")) ||
+        !(casefold = attr(spec, "casefold")) ||
         !(fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
         !(spans = get_slot(scan, "_found", &OccurrencesType)) ||
         !(norms = get_slot(scan, "norms", &PyDict_Type)))
         goto done;
-    if (!(tmp = PyObject_GetAttrString(spec, "distance"))) goto done;
+    if (!(tmp = attr(spec, "distance"))) goto done;
     distance = PyLong_AsLong(tmp);
     Py_DECREF(tmp);
-    if (!(tmp = PyObject_GetAttrString(spec, "mask"))) goto done;
+    if (!(tmp = attr(spec, "mask"))) goto done;
     mask = PyLong_AsLong(tmp);
     Py_DECREF(tmp);
-    if (!(tmp = PyObject_GetAttrString(spec, "ordered"))) goto done;
+    if (!(tmp = attr(spec, "ordered"))) goto done;
     ordered = PyObject_IsTrue(tmp);
     Py_DECREF(tmp);
     if (PyErr_Occurred()) goto done;
@@ -2393,8 +2421,8 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
             Py_DECREF(key2);
             if (!exact && PyErr_Occurred()) goto done;
             if (exact) {
-                PyObject *a = PyObject_GetAttrString(exact, "text");
-                PyObject *b = a ? PyObject_GetAttrString(text_norm, "text") : NULL;
+                PyObject *a = attr(exact, "text");
+                PyObject *b = a ? attr(text_norm, "text") : NULL;
                 int differ = b && PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(b);
                 Py_XDECREF(a);
                 Py_XDECREF(b);
@@ -2410,7 +2438,7 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "a field not normalised");
             goto done;
         }
-        PyObject *wide = PyObject_GetAttrString(text_norm, "wide");
+        PyObject *wide = attr(text_norm, "wide");
         if (!wide) goto done;
         int is_wide = PyObject_IsTrue(wide);
         Py_DECREF(wide);
@@ -2423,7 +2451,7 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
             side_spans(right_found, nright, fi, (Occurrences *)spans, &rights, &nr, &capr) < 0)
             goto done;
         if (!nl || !nr) continue;
-        PyObject *text = PyObject_GetAttrString(text_norm, "text");
+        PyObject *text = attr(text_norm, "text");
         if (!text) goto done;
         int kind = PyUnicode_KIND(text);
         const void *data = PyUnicode_DATA(text);
