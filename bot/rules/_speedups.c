@@ -2226,9 +2226,126 @@ typedef struct {
     PyObject_HEAD
     uint8_t word[8192];     /* word characters of the BMP, as bits */
     uint8_t unspaced[8192]; /* characters of unspaced scripts of the BMP, as bits */
+    struct NearSpec *specs; /* the specs seen, read once (found by identity through slots) */
+    Py_ssize_t nspecs, specs_cap;
+    int32_t *slots;
+    Py_ssize_t nslots;
 } Near;
 
-static void Near_dealloc(Near *self) { Py_TYPE(self)->tp_free((PyObject *)self); }
+/* A NEAR's spec (engine._Near) as C reads it: kept with a reference to the spec itself,
+ * which the engine's generated code holds for as long as the engine lives. */
+typedef struct NearSpec {
+    PyObject *spec;
+    PyObject **left, **right; /* the sides' search ids, as the spec's own ints */
+    Py_ssize_t nleft, nright;
+    long distance, mask;
+    int ordered, regex;
+    PyObject *casefold; /* None, True or False */
+} NearSpec;
+
+static void Near_dealloc(Near *self) {
+    for (Py_ssize_t i = 0; i < self->nspecs; i++) {
+        NearSpec *spec = &self->specs[i];
+        for (Py_ssize_t k = 0; k < spec->nleft; k++) Py_XDECREF(spec->left[k]);
+        for (Py_ssize_t k = 0; k < spec->nright; k++) Py_XDECREF(spec->right[k]);
+        PyMem_Free(spec->left);
+        PyMem_Free(spec->right);
+        Py_XDECREF(spec->casefold);
+        Py_XDECREF(spec->spec);
+    }
+    PyMem_Free(self->specs);
+    PyMem_Free(self->slots);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int side_ids(PyObject *spec, const char *name, PyObject ***out, Py_ssize_t *n) {
+    PyObject *sids = attr(spec, name);
+    if (!sids) return -1;
+    PyObject *fast = PySequence_Fast(sids, "a NEAR side's searches: expected a collection");
+    Py_DECREF(sids);
+    if (!fast) return -1;
+    *n = PySequence_Fast_GET_SIZE(fast);
+    *out = PyMem_Calloc((size_t)(*n ? *n : 1), sizeof(PyObject *));
+    if (!*out) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) (*out)[i] = Py_NewRef(PySequence_Fast_GET_ITEM(fast, i));
+    Py_DECREF(fast);
+    return 0;
+}
+
+/* The spec as read before, or read now. */
+static NearSpec *near_spec(Near *self, PyObject *spec) {
+    if (self->nslots) {
+        Py_ssize_t slot = (Py_ssize_t)(((uintptr_t)spec >> 4) * 2654435761u) & (self->nslots - 1);
+        while (self->slots[slot]) {
+            NearSpec *seen = &self->specs[self->slots[slot] - 1];
+            if (seen->spec == spec) return seen;
+            slot = (slot + 1) & (self->nslots - 1);
+        }
+    }
+    NearSpec made = {NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL};
+    PyObject *tmp;
+    if (side_ids(spec, "left_sids", &made.left, &made.nleft) < 0 ||
+        side_ids(spec, "right_sids", &made.right, &made.nright) < 0 ||
+        !(made.casefold = attr(spec, "casefold")))
+        goto fail;
+    if (!(tmp = attr(spec, "distance"))) goto fail;
+    made.distance = PyLong_AsLong(tmp);
+    Py_DECREF(tmp);
+    if (!(tmp = attr(spec, "mask"))) goto fail;
+    made.mask = PyLong_AsLong(tmp);
+    Py_DECREF(tmp);
+    if (!(tmp = attr(spec, "ordered"))) goto fail;
+    made.ordered = PyObject_IsTrue(tmp);
+    Py_DECREF(tmp);
+    if (!(tmp = attr(spec, "regex"))) goto fail;
+    made.regex = PyObject_IsTrue(tmp);
+    Py_DECREF(tmp);
+    if (PyErr_Occurred()) goto fail;
+    if (2 * (self->nspecs + 1) > self->nslots) {
+        Py_ssize_t nslots = self->nslots ? self->nslots * 2 : 64;
+        int32_t *slots = PyMem_Calloc((size_t)nslots, sizeof(int32_t));
+        if (!slots) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        for (Py_ssize_t i = 0; i < self->nspecs; i++) {
+            Py_ssize_t slot =
+                (Py_ssize_t)(((uintptr_t)self->specs[i].spec >> 4) * 2654435761u) & (nslots - 1);
+            while (slots[slot]) slot = (slot + 1) & (nslots - 1);
+            slots[slot] = (int32_t)(i + 1);
+        }
+        PyMem_Free(self->slots);
+        self->slots = slots;
+        self->nslots = nslots;
+    }
+    if (self->nspecs == self->specs_cap) {
+        Py_ssize_t cap = self->specs_cap ? self->specs_cap * 2 : 16;
+        NearSpec *grown = PyMem_Realloc(self->specs, (size_t)cap * sizeof(NearSpec));
+        if (!grown) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        self->specs = grown;
+        self->specs_cap = cap;
+    }
+    made.spec = Py_NewRef(spec);
+    Py_ssize_t slot = (Py_ssize_t)(((uintptr_t)spec >> 4) * 2654435761u) & (self->nslots - 1);
+    while (self->slots[slot]) slot = (slot + 1) & (self->nslots - 1);
+    self->specs[self->nspecs] = made;
+    self->slots[slot] = (int32_t)(++self->nspecs);
+    return &self->specs[self->nspecs - 1];
+fail:
+    for (Py_ssize_t k = 0; k < made.nleft; k++) Py_XDECREF(made.left[k]);
+    for (Py_ssize_t k = 0; k < made.nright; k++) Py_XDECREF(made.right[k]);
+    PyMem_Free(made.left);
+    PyMem_Free(made.right);
+    Py_XDECREF(made.casefold);
+    return NULL;
+}
 
 static int Near_init(Near *self, PyObject *args, PyObject *kwds) {
     Py_buffer word, unspaced;
@@ -2313,31 +2430,29 @@ typedef struct {
     long sid, fields;
 } SideSearch;
 
-/* The searches of a side found in some field (the sids of ``sids`` in fields_of), with
- * those fields: *n of them in *out (PyMem), and their fields ORed, or -1. */
-static long side_found(PyObject *sids, PyObject *fields_of, SideSearch **out, Py_ssize_t *n) {
-    Py_ssize_t size = PySet_Size(sids);
-    if (size < 0) return -1;
-    *out = PyMem_Malloc((size_t)(size ? size : 1) * sizeof(SideSearch));
+/* The searches of a side found in some field (those of ``sids`` in fields_of), with those
+ * fields: *n of them in *out (PyMem), and their fields ORed, or -1. */
+static long side_found(PyObject *const *sids, Py_ssize_t nsids, PyObject *fields_of,
+                       SideSearch **out, Py_ssize_t *n) {
+    *out = PyMem_Malloc((size_t)(nsids ? nsids : 1) * sizeof(SideSearch));
     if (!*out) {
         PyErr_NoMemory();
         return -1;
     }
     *n = 0;
     long all = 0;
-    PyObject *it = PyObject_GetIter(sids), *sid;
-    if (!it) return -1;
-    while ((sid = PyIter_Next(it))) {
-        PyObject *found = PyDict_GetItemWithError(fields_of, sid); /* borrowed */
-        long v = found ? PyLong_AsLong(sid) : 0, f = found ? PyLong_AsLong(found) : 0;
-        Py_DECREF(sid);
-        if (PyErr_Occurred()) break;
-        if (!found) continue;
+    for (Py_ssize_t i = 0; i < nsids; i++) {
+        PyObject *found = PyDict_GetItemWithError(fields_of, sids[i]); /* borrowed */
+        if (!found) {
+            if (PyErr_Occurred()) return -1;
+            continue;
+        }
+        long v = PyLong_AsLong(sids[i]), f = PyLong_AsLong(found);
+        if (PyErr_Occurred()) return -1;
         (*out)[(*n)++] = (SideSearch){v, f};
         all |= f;
     }
-    Py_DECREF(it);
-    return PyErr_Occurred() ? -1 : all;
+    return all;
 }
 
 /* The spans in field fi of a side's searches found there (appended to *out). */
@@ -2365,41 +2480,28 @@ static int side_spans(const SideSearch *found, Py_ssize_t nfound, int fi,
 
 /* decide(spec, scan): True, False, or None to decide in Python (see above). */
 static PyObject *Near_decide(Near *self, PyObject *args) {
-    PyObject *spec, *scan;
-    if (!PyArg_ParseTuple(args, "OO", &spec, &scan)) return NULL;
-    PyObject *left_sids = NULL, *right_sids = NULL, *casefold = NULL, *regex = NULL,
-             *fields_of = NULL, *spans = NULL, *norms = NULL, *result = NULL;
+    PyObject *spec_obj, *scan;
+    if (!PyArg_ParseTuple(args, "OO", &spec_obj, &scan)) return NULL;
+    PyObject *fields_of = NULL, *spans = NULL, *norms = NULL, *result = NULL;
     Span *lefts = NULL, *rights = NULL, *reach = NULL;
     SideSearch *left_found = NULL, *right_found = NULL;
     Py_ssize_t nl = 0, nr = 0, capl = 0, capr = 0, nleft = 0, nright = 0;
-    long distance, mask, ordered;
-    PyObject *tmp;
-    if (!(regex = attr(spec, "regex"))) goto done;
-    if (regex != Py_False) {
+    const NearSpec *spec = near_spec(self, spec_obj);
+    if (!spec) goto done;
+    if (spec->regex) {
         result = Py_NewRef(Py_None);
         goto done;
     }
-    if (!(left_sids = attr(spec, "left_sids")) ||
-        !(right_sids = attr(spec, "right_sids")) ||
-        !(casefold = attr(spec, "casefold")) ||
-        !(fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
+    long distance = spec->distance, mask = spec->mask, ordered = spec->ordered;
+    PyObject *casefold = spec->casefold;
+    if (!(fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
         !(spans = get_slot(scan, "_found", &OccurrencesType)) ||
         !(norms = get_slot(scan, "norms", &PyDict_Type)))
         goto done;
-    if (!(tmp = attr(spec, "distance"))) goto done;
-    distance = PyLong_AsLong(tmp);
-    Py_DECREF(tmp);
-    if (!(tmp = attr(spec, "mask"))) goto done;
-    mask = PyLong_AsLong(tmp);
-    Py_DECREF(tmp);
-    if (!(tmp = attr(spec, "ordered"))) goto done;
-    ordered = PyObject_IsTrue(tmp);
-    Py_DECREF(tmp);
-    if (PyErr_Occurred()) goto done;
-    long left = side_found(left_sids, fields_of, &left_found, &nleft);
+    long left = side_found(spec->left, spec->nleft, fields_of, &left_found, &nleft);
     if (left < 0) goto done;
     left &= mask;
-    long right = left ? side_found(right_sids, fields_of, &right_found, &nright) : 0;
+    long right = left ? side_found(spec->right, spec->nright, fields_of, &right_found, &nright) : 0;
     if (right < 0) goto done;
     long both = left & right;
     for (int fi = 0; fi < 8 && both; fi++) {
@@ -2489,10 +2591,6 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
     }
     result = Py_NewRef(Py_False);
 done:
-    Py_XDECREF(left_sids);
-    Py_XDECREF(right_sids);
-    Py_XDECREF(casefold);
-    Py_XDECREF(regex);
     Py_XDECREF(fields_of);
     Py_XDECREF(spans);
     Py_XDECREF(norms);
