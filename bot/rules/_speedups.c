@@ -73,8 +73,12 @@ typedef struct {
     int starts_in_runs;      /* some ONE/TWO key starts with a word character */
     uint8_t word[8192];      /* the word characters of the BMP, as bits */
     uint8_t starts[8192];    /* bit c & 0xFFFF: some ONE/TWO key starts with such a character */
+    uint8_t cls[65536];      /* both, a byte per BMP character: C_WORD | C_STARTS */
+    int max_prefix;          /* the longest prefix key filed (PREFIX), 0 when none */
     PyObject *is_word;       /* is_word_char, for characters beyond the BMP */
 } Scanner;
+
+enum { C_WORD = 1, C_STARTS = 2 };
 
 static void table_free(Table *t) {
     PyMem_Free(t->bloom);
@@ -291,7 +295,10 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         filed[table][nfiled[table]].hash = hash_done(h);
         filed[table][nfiled[table]].key = (int32_t)k;
         nfiled[table]++;
-        if (table == PREFIX) self->prefix_lengths |= 1ULL << (plen < 63 ? plen : 63);
+        if (table == PREFIX) {
+            self->prefix_lengths |= 1ULL << (plen < 63 ? plen : 63);
+            if (plen > self->max_prefix) self->max_prefix = (int)plen;
+        }
         if (table == ONE || table == TWO) {
             Py_UCS4 c = key->chars[0] & 0xFFFF;
             self->starts[c >> 3] |= (uint8_t)(1 << (c & 7));
@@ -302,6 +309,9 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     }
     for (int i = 0; i < NTABLES; i++)
         if (table_build(&self->tables[i], filed[i], nfiled[i]) < 0) goto done;
+    for (Py_ssize_t c = 0; c < 65536; c++)
+        self->cls[c] = (uint8_t)(((self->word[c >> 3] >> (c & 7)) & 1) * C_WORD |
+                                 ((self->starts[c >> 3] >> (c & 7)) & 1) * C_STARTS);
     rc = 0;
 done:
     for (int i = 0; i < NTABLES; i++) PyMem_Free(filed[i]);
@@ -641,6 +651,15 @@ static int try_filed(Search *s, const Table *t, uint64_t h, Py_ssize_t start) {
     return 0;
 }
 
+/* A character's class: C_WORD, C_STARTS (BMP by table; beyond it, is_word_char and the
+ * starts bit of its low 16 bits), or -1 on error. */
+static inline int char_class(Scanner *self, Py_UCS4 c) {
+    if (c < 0x10000) return self->cls[c];
+    int w = is_word(self, c);
+    if (w < 0) return -1;
+    return (w ? C_WORD : 0) | (self->cls[c & 0xFFFF] & C_STARTS);
+}
+
 static int run_search(Search *s) {
     Scanner *self = s->self;
     const Py_UCS4 *text = s->text;
@@ -648,36 +667,35 @@ static int run_search(Search *s) {
     const Table *run = &self->tables[RUN], *prefix = &self->tables[PREFIX];
     const Table *one = &self->tables[ONE], *two = &self->tables[TWO];
     int runs = run->size > 0 || prefix->size > 0;
+    Py_ssize_t max_prefix = prefix->size ? self->max_prefix : 0;
     Py_ssize_t run_end = 0; /* the end of the word run the position is in, if any */
     for (Py_ssize_t p = 0; p < n; p++) {
         Py_UCS4 c = text[p];
-        uint32_t low = c & 0xFFFF;
-        if ((self->starts[low >> 3] >> (low & 7)) & 1) {
+        int k = char_class(self, c);
+        if (k < 0) return -1;
+        if (k & C_STARTS) {
             uint64_t h = hash_step(FNV_OFFSET, c);
             if (one->size && try_filed(s, one, hash_done(h), p) < 0) return -1;
             if (two->size && p + 1 < n &&
                 try_filed(s, two, hash_done(hash_step(h, text[p + 1])), p) < 0)
                 return -1;
         }
-        if (!runs || p < run_end) continue;
-        int w = is_word(self, c);
-        if (w < 0) return -1;
-        if (!w) continue;
+        if (!runs || p < run_end || !(k & C_WORD)) continue;
         /* A run of word characters starts here: the position before is not one (it is
          * either the start of the text or was looked at and was not part of a run). */
         Py_ssize_t q = p + 1;
         uint64_t h = hash_step(FNV_OFFSET, c);
-        if (prefix->size && (self->prefix_lengths >> 1 & 1) &&
+        if (max_prefix >= 1 && (self->prefix_lengths >> 1 & 1) &&
             try_filed(s, prefix, hash_done(h), p) < 0)
             return -1;
         while (q < n) {
-            int wq = is_word(self, text[q]);
-            if (wq < 0) return -1;
-            if (!wq) break;
+            int kq = char_class(self, text[q]);
+            if (kq < 0) return -1;
+            if (!(kq & C_WORD)) break;
             h = hash_step(h, text[q]);
             q++;
             Py_ssize_t l = q - p;
-            if (prefix->size && (self->prefix_lengths >> (l < 63 ? l : 63) & 1) &&
+            if (l <= max_prefix && (self->prefix_lengths >> (l < 63 ? l : 63) & 1) &&
                 try_filed(s, prefix, hash_done(h), p) < 0)
                 return -1;
         }
