@@ -462,7 +462,33 @@ static PyObject *Occurrences_as_dict(Occurrences *self, PyObject *Py_UNUSED(igno
     return out;
 }
 
+static PyObject *occ_list(const OccList *list) {
+    PyObject *spans = PyList_New(list->n);
+    if (!spans) return NULL;
+    for (Py_ssize_t j = 0; j < list->n; j++) {
+        PyObject *span = Py_BuildValue("(nn)", list->spans[j].start, list->spans[j].end);
+        if (!span) {
+            Py_DECREF(spans);
+            return NULL;
+        }
+        PyList_SET_ITEM(spans, j, span);
+    }
+    return spans;
+}
+
+/* get(key, default=None): the spans of key as a list of (start, end), as dict.get. */
+static PyObject *Occurrences_get(Occurrences *self, PyObject *args) {
+    long key;
+    PyObject *otherwise = Py_None;
+    if (!PyArg_ParseTuple(args, "l|O", &key, &otherwise)) return NULL;
+    const OccList *list = occ_find(self, key);
+    if (!list || !list->n) return Py_NewRef(otherwise);
+    return occ_list(list);
+}
+
 static PyMethodDef Occurrences_methods[] = {
+    {"get", (PyCFunction)Occurrences_get, METH_VARARGS,
+     "get(key, default=None): the spans found for key, as dict.get."},
     {"set", (PyCFunction)Occurrences_set, METH_VARARGS,
      "set(key, spans): the spans found for key (sid << 3 | field)."},
     {"as_dict", (PyCFunction)Occurrences_as_dict, METH_NOARGS,

@@ -307,6 +307,12 @@ class Scan:
             spans = self._spans = self._found.as_dict()
         return spans
 
+    @property
+    def span_view(self) -> Any:
+        """What :attr:`spans` says, for lookups by key (``.get(key, default)``) without
+        building the whole dict when the spans are kept in C."""
+        return self._found if self._found is not None else self._spans
+
     def present(self, mask: int) -> set[int]:
         """The searches found in any field of ``mask``."""
         found = self._present.get(mask)
@@ -339,7 +345,8 @@ class Scan:
         if spans is None:
             sid, fi = key >> _SHIFT, key & 7
             norm = self.norms[(fi, self.engine.searches[sid].casefold)]
-            found = self.spans[key]
+            found = self.span_view.get(key)
+            assert found is not None, key
             if len(norm.piece_starts) == 1 and norm.piece_spans[0] is None:
                 # One piece copied from the original (most text): a constant shift.
                 shift = norm.piece_origins[0]
@@ -958,7 +965,7 @@ class Engine:
                     if exact is not None and len(exact.text) != len(text.text):
                         text = None
                 if text is not None:
-                    spans = scan.spans
+                    spans = scan.span_view
                     left_spans = [o for sid in lefts_found
                                   for o in spans.get(sid << _SHIFT | fi, ())]
                     right_spans = [o for sid in rights_found
@@ -994,7 +1001,7 @@ class Engine:
         """(start, end, original start, original end, label, sid) of a NEAR side's
         occurrences in field ``fi`` (``found``: its searches found in some field)."""
         out = []
-        spans = scan.spans
+        spans = scan.span_view
         for sid in found:
             key = sid << _SHIFT | fi
             occurrences = spans.get(key)
