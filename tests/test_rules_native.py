@@ -93,10 +93,12 @@ def _same_scan(reference: Engine, compiled: Engine, entry: Entry) -> None:
     assert compiled.match(entry, feed_name="f") == reference.match(entry, feed_name="f")
 
 
+TERM_SETS = st.lists(st.sampled_from(TERMS), min_size=1, max_size=10, unique=True)
+
+
 @needs_native
 @settings(max_examples=300, deadline=None)
-@given(terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=10, unique=True),
-       title=TEXT, content=TEXT)
+@given(terms=TERM_SETS, title=TEXT, content=TEXT)
 def test_the_compiled_search_finds_what_the_python_search_finds(
         terms: list[str], title: str, content: str) -> None:
     reference, compiled = _engines(_rules(terms))
@@ -158,8 +160,7 @@ def test_the_scanner_refuses_what_it_cannot_file() -> None:
 
 @needs_native
 @settings(max_examples=200, deadline=None)
-@given(terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=10, unique=True),
-       title=TEXT, content=TEXT)
+@given(terms=TERM_SETS, title=TEXT, content=TEXT)
 def test_the_compiled_pid_hits_are_the_python_ones(
         terms: list[str], title: str, content: str) -> None:
     # Hits in the original text, through ligatures and collapsed white space (the offset

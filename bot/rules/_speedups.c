@@ -801,10 +801,10 @@ static PyTypeObject ScannerType = {
  *
  * Matching. A rule's hits are every occurrence of its patterns found in the fields of their
  * group — its free groups, and the groups of each AND-inside-an-OR whose condition holds —
- * in reading order. When none is inside another (nearly always) its Match is built here,
- * from the hits of each pattern (Scan.pid_hits, also here). A rule with NEAR hits, or
- * whose hits overlap, goes to ``fallback(index)`` (Engine._match_one), which is also the
- * reference for what this builds. The tests, exclusions and conditions are the generated
+ * in reading order, without those inside a longer one (ordered_hits, as
+ * ruleset.ordered_hit_keys), built here from the hits of each pattern (Scan.pid_hits, also
+ * here). A rule with NEAR hits goes to ``fallback(index)`` (Engine._match_one), which is
+ * also the reference for what this builds. The tests, exclusions and conditions are the generated
  * Python functions of Engine's codegen, called with the scan. */
 
 typedef struct {
@@ -2669,41 +2669,22 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&OccurrencesType) < 0 || PyType_Ready(&ScannerType) < 0 ||
-        PyType_Ready(&MatcherType) < 0 ||
-        PyType_Ready(&NormalizerType) < 0 || PyType_Ready(&NearType) < 0)
-        return NULL;
+    struct {
+        const char *name;
+        PyTypeObject *type;
+    } types[] = {
+        {"Occurrences", &OccurrencesType}, {"Scanner", &ScannerType},
+        {"Normalizer", &NormalizerType},   {"Near", &NearType},
+        {"Matcher", &MatcherType},
+    };
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    Py_INCREF(&ScannerType);
-    if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0) {
-        Py_DECREF(&ScannerType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&OccurrencesType);
-    if (PyModule_AddObject(m, "Occurrences", (PyObject *)&OccurrencesType) < 0) {
-        Py_DECREF(&OccurrencesType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&NearType);
-    if (PyModule_AddObject(m, "Near", (PyObject *)&NearType) < 0) {
-        Py_DECREF(&NearType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&NormalizerType);
-    if (PyModule_AddObject(m, "Normalizer", (PyObject *)&NormalizerType) < 0) {
-        Py_DECREF(&NormalizerType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&MatcherType);
-    if (PyModule_AddObject(m, "Matcher", (PyObject *)&MatcherType) < 0) {
-        Py_DECREF(&MatcherType);
-        Py_DECREF(m);
-        return NULL;
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i].type) < 0 ||
+            PyModule_AddObjectRef(m, types[i].name, (PyObject *)types[i].type) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
     }
     return m;
 }
