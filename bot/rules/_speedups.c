@@ -49,10 +49,12 @@ typedef struct {
 } Key;
 
 /* Open addressing: a hash → the candidates (key indexes) filed under it. */
+struct Slot {
+    uint64_t hash; /* 0: empty */
+    int32_t first, count;
+};
 typedef struct {
-    uint64_t *hashes;
-    int32_t *first;
-    int32_t *count;
+    struct Slot *slots; /* hash, and where its candidates are: one cache line per probe */
     int32_t *cands;
     uint64_t mask;
     Py_ssize_t size;
@@ -82,9 +84,7 @@ enum { C_WORD = 1, C_STARTS = 2 };
 
 static void table_free(Table *t) {
     PyMem_Free(t->bloom);
-    PyMem_Free(t->hashes);
-    PyMem_Free(t->first);
-    PyMem_Free(t->count);
+    PyMem_Free(t->slots);
     PyMem_Free(t->cands);
     memset(t, 0, sizeof(*t));
 }
@@ -147,11 +147,9 @@ static int table_build(Table *t, Filed *filed, Py_ssize_t n) {
         if (i == 0 || filed[i].hash != filed[i - 1].hash) distinct++;
     Py_ssize_t size = 8;
     while (size < 2 * distinct) size <<= 1;
-    t->hashes = PyMem_Calloc((size_t)size, sizeof(uint64_t));
-    t->first = PyMem_Calloc((size_t)size, sizeof(int32_t));
-    t->count = PyMem_Calloc((size_t)size, sizeof(int32_t));
+    t->slots = PyMem_Calloc((size_t)size, sizeof(struct Slot));
     t->cands = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int32_t));
-    if (!t->hashes || !t->first || !t->count || !t->cands) {
+    if (!t->slots || !t->cands) {
         PyErr_NoMemory();
         return -1;
     }
@@ -173,12 +171,12 @@ static int table_build(Table *t, Filed *filed, Py_ssize_t n) {
         t->cands[i] = filed[i].key;
         if (i > 0 && filed[i].hash == filed[i - 1].hash) continue;
         uint64_t slot = filed[i].hash & t->mask;
-        while (t->hashes[slot]) slot = (slot + 1) & t->mask;
-        t->hashes[slot] = filed[i].hash;
-        t->first[slot] = (int32_t)i;
+        while (t->slots[slot].hash) slot = (slot + 1) & t->mask;
+        t->slots[slot].hash = filed[i].hash;
+        t->slots[slot].first = (int32_t)i;
         Py_ssize_t j = i;
         while (j < n && filed[j].hash == filed[i].hash) j++;
-        t->count[slot] = (int32_t)(j - i);
+        t->slots[slot].count = (int32_t)(j - i);
     }
     return 0;
 }
@@ -189,7 +187,7 @@ static inline Py_ssize_t table_find(const Table *t, uint64_t h) {
     if (!((t->bloom[b >> 3] >> (b & 7)) & 1)) return -1;
     uint64_t slot = h & t->mask;
     uint64_t seen;
-    while ((seen = t->hashes[slot])) {
+    while ((seen = t->slots[slot].hash)) {
         if (seen == h) return (Py_ssize_t)slot;
         slot = (slot + 1) & t->mask;
     }
@@ -671,8 +669,8 @@ static int try_key(Search *s, int32_t k, Py_ssize_t start) {
 static int try_filed(Search *s, const Table *t, uint64_t h, Py_ssize_t start) {
     Py_ssize_t slot = table_find(t, h);
     if (slot < 0) return 0;
-    const int32_t *cands = t->cands + t->first[slot];
-    for (int32_t i = 0; i < t->count[slot]; i++)
+    const int32_t *cands = t->cands + t->slots[slot].first;
+    for (int32_t i = 0; i < t->slots[slot].count; i++)
         if (try_key(s, cands[i], start) < 0) return -1;
     return 0;
 }
