@@ -17,6 +17,8 @@ import random
 import tempfile
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -387,3 +389,29 @@ def test_an_engine_no_longer_used_is_freed(compiled: bool) -> None:
         del engine
     gc.collect()
     assert [ref() for ref in engines] == [None, None, None]
+
+
+@needs_native
+def test_run_says_when_rules_are_matched_in_python(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli.service import _print_startup
+
+    settings: Any = SimpleNamespace(delivery_mode="console", rules_dir="rules")
+    monkeypatch.setenv("POLICYBOT_NATIVE", "0")
+    _print_startup(settings, 4)
+    assert "rule matching in Python (POLICYBOT_NATIVE=0)" in capsys.readouterr().err
+    monkeypatch.setattr(native, "_compiled", None)  # as when it was not built
+    monkeypatch.delenv("POLICYBOT_NATIVE")
+    _print_startup(settings, 4)
+    assert "bot/rules/_speedups.c was not built" in capsys.readouterr().err
+
+
+@needs_native
+def test_run_says_nothing_of_it_when_the_compiled_parts_are_in_use(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli.service import _print_startup
+
+    monkeypatch.delenv("POLICYBOT_NATIVE", raising=False)
+    _print_startup(SimpleNamespace(delivery_mode="console", rules_dir="rules"), 4)  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "4 rules from rules/" in err and "rule matching in Python" not in err

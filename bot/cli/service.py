@@ -18,6 +18,7 @@ from bot.cli.common import Verbose, err, escape_markup, fail, guarded, out, sett
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.feedinfo import health_of
+from bot.rules import native
 from bot.summary import print_cycle
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
@@ -80,6 +81,10 @@ def _print_startup(settings: Settings, n_rules: int) -> None:
              "console": "this terminal (set SLACK_BOT_TOKEN to post to Slack)"}[mode]
     err.print(f"policybot {__version__}: {n_rules} rules from {settings.rules_dir}/, "
               f"alerts to {where}", highlight=False, soft_wrap=True)
+    if native.compiled() is None:  # say so: matching is then about five times slower
+        why = ("POLICYBOT_NATIVE=0" if native.available() else
+               "bot/rules/_speedups.c was not built: reinstall with a C compiler at hand")
+        err.print(f"rule matching in Python ({why})", highlight=False, soft_wrap=True)
 
 
 def poll(
