@@ -28,7 +28,7 @@ from test_rules_engine_differential import bench
 from bot.model import Entry, Hit, Match
 from bot.rules import RuleSet, load_rules, native
 from bot.rules.engine import Engine
-from bot.rules.text import _compiled_normalizer, casefold, normalize, python_normalize
+from bot.rules.text import _compiled_normalizer, normalize, python_normalize
 
 needs_native = pytest.mark.skipif(not native.available(),
                                   reason="the compiled search was not built (no C compiler)")
@@ -273,7 +273,10 @@ def test_the_compiled_normaliser_leaves_the_rest_to_python(text: str) -> None:
 @given(text=st.text(alphabet=NORMALIZE_ALPHABET + "ΣΑσςẞǅﬀİıＧＣＡＰ", max_size=40)
        | st.text(max_size=20))
 def test_the_compiled_casefold_is_str_casefold(text: str) -> None:
-    assert casefold(text) == text.casefold()
+    compiled = _compiled_normalizer()
+    assert compiled is not None
+    found = compiled.casefold(text)  # None: not every character folds to one, str's way
+    assert (text.casefold() if found is None else found) == text.casefold()
 
 
 class _CheckedNear:

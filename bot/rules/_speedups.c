@@ -1728,10 +1728,6 @@ static PyObject *program_match(Call *c, const Program *program) {
             rc = collect(c, &guard->groups[g], &h);
     }
     if (rc < 0) goto done;
-    if (rc > 0) {
-        out = Py_NewRef(Py_None);
-        goto done;
-    }
     if (h.pids == 1 && !h.filtered) {
         hits = Py_NewRef(h.single); /* the pattern's own hits, shared */
     } else {

@@ -91,7 +91,6 @@ from bot.rules.text import (
     exact_normalizer,
     is_word_char,
     normalize,
-    python_normalize,
     units_between,
     word_chars,
     words_within,
@@ -428,11 +427,11 @@ class Engine:
 
     def __init__(self, rules: Sequence[Rule], *, native: bool = True) -> None:
         """``native``: use the compiled search when it was built (see bot.rules.native)."""
-        self._native = native
-        self._normalize = normalize if native else python_normalize
-        self._normalize_exact = exact_normalizer(native=native)
-        self._casefolded = casefolder(native=native)
-        compiled = native_parts.compiled() if native else None
+        # The compiled parts, decided once for everything this engine builds.
+        self._compiled = native_parts.compiled() if native else None
+        self._normalize_exact = exact_normalizer(self._compiled)
+        self._casefolded = casefolder(self._compiled)
+        compiled = self._compiled
         self._near_compiled = (compiled.Near(_word_bitmap(), _unspaced_bitmap())
                                if compiled is not None else None)
         self.searches: list[_Search] = []
@@ -528,9 +527,8 @@ class Engine:
         self._needs_cs = any(not s.casefold for s in self.searches)
         self._word = word_chars()
         self._matcher = self._compiled_matcher()
-        compiled_parts = native_parts.compiled() if self._native else None
         self._new_occurrences: Callable[[], Any] = (
-            compiled_parts.Occurrences if compiled_parts is not None else lambda: None)
+            self._compiled.Occurrences if self._compiled is not None else lambda: None)
         self._positions_by_sid = []  # only the compiled matcher needed them
         self._sid_by_pattern.clear()  # compiling is over
         self._kept.clear()
@@ -539,7 +537,7 @@ class Engine:
 
     def _compiled_matcher(self) -> Any:
         """:meth:`_decide` and :meth:`_matches`, compiled (bot/rules/_speedups.c), or None."""
-        compiled = native_parts.compiled() if self._native else None
+        compiled = self._compiled
         if compiled is None or _new_match is Match or _new_hit is Hit:  # not of that shape
             return None
         rules = len(self.programs)
@@ -670,7 +668,7 @@ class Engine:
             return None
         keys = list(by_text)
         values = [tuple(by_text[k]) for k in keys]
-        compiled = native_parts.compiled() if self._native else None
+        compiled = self._compiled
         if compiled is not None:
             scanner = compiled.Scanner(keys, values, [_filing(k, v) for k, v in zip(
                 keys, values, strict=True)], _word_bitmap(), is_word_char)
@@ -703,12 +701,12 @@ class Engine:
                     folded = shared_map
                     self._search(self._odd, exact.text, None, fi, scan)
                 else:
-                    folded = self._normalize(raw)
+                    folded = normalize(raw)
                     self._search(self._exact, exact.text, None, fi, scan)
                 scan.norms[(fi, False)] = exact
                 self._search(self._all, folded.text, exact.text if shared else None, fi, scan)
             else:
-                folded = exact = self._normalize(raw)
+                folded = exact = normalize(raw)
                 self._search(self._all, folded.text, None, fi, scan)
             scan.norms[(fi, True)] = folded
             for sid, search in self._regexes:

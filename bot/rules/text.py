@@ -26,6 +26,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import ModuleType
 from typing import Any
 
 from bot.rules import native
@@ -400,27 +401,17 @@ def _make_normalizer(compiled: Any) -> Any:
     return compiled.Normalizer(kinds, simple, lower, Normalized)
 
 
-def casefold(text: str) -> str:
-    """``text.casefold()``: compiled when every character folds to one (nearly always)."""
-    compiled = _compiled_normalizer()
-    if compiled is not None:
-        found: str | None = compiled.casefold(text)
-        if found is not None:
-            return found
-    return _python_casefold(text)
-
-
 def _python_casefold(text: str) -> str:
     return text.lower() if text.isascii() else text.casefold()  # the same for ASCII, faster
 
 
-def exact_normalizer(*, native: bool) -> Callable[[str], Normalized]:
-    """``normalize(text, casefold=False)``, with the choice of the compiled normaliser made
-    once (the engine calls it for every field of every entry)."""
-    compiled = _compiled_normalizer() if native else None
-    if compiled is None:
+def exact_normalizer(compiled: ModuleType | None) -> Callable[[str], Normalized]:
+    """``normalize(text, casefold=False)`` with the compiled module the engine chose once
+    (bot.rules.native.compiled(); None: in Python), for every field of every entry."""
+    normalizer = _make_normalizer(compiled) if compiled is not None else None
+    if normalizer is None:
         return lambda text: python_normalize(text, casefold=False)
-    fast = compiled.normalize
+    fast = normalizer.normalize
 
     def normalize_exact(text: str) -> Normalized:
         found: Normalized | None = fast(text)
@@ -436,15 +427,14 @@ def _python_casefolded(normalized: Normalized) -> Normalized | None:
                       normalized.piece_origins, normalized.piece_spans, normalized.wide)
 
 
-def casefolder(*, native: bool) -> Callable[[Normalized], Normalized | None]:
+def casefolder(compiled: ModuleType | None) -> Callable[[Normalized], Normalized | None]:
     """A function giving normalised text case-folded with the same offset map — or None when
     folding changes its length (``ß`` → ``ss``), and the text must be normalised again with
-    ``casefold=True``. The choice of the compiled one is made once (see
-    :func:`exact_normalizer`)."""
-    compiled = _compiled_normalizer() if native else None
-    if compiled is None:
+    ``casefold=True``; with the compiled module as :func:`exact_normalizer` takes it."""
+    normalizer = _make_normalizer(compiled) if compiled is not None else None
+    if normalizer is None:
         return _python_casefolded
-    fast = compiled.casefolded
+    fast = normalizer.casefolded
 
     def casefolded(normalized: Normalized) -> Normalized | None:
         found: Normalized | None = fast(normalized)
