@@ -27,7 +27,7 @@ from test_rules_engine_differential import bench
 
 from bot.model import Entry, Hit, Match
 from bot.rules import RuleSet, load_rules, native
-from bot.rules.engine import Engine
+from bot.rules.engine import Engine, Scan, _Near
 from bot.rules.text import _compiled_normalizer, normalize, python_normalize
 
 needs_native = pytest.mark.skipif(not native.available(),
@@ -210,20 +210,39 @@ def test_the_matcher_refuses_tables_that_do_not_fit() -> None:
     engine = Engine(rules.rules)
     assert engine._matcher is not None
     matcher_type = type(engine._matcher)
-    program = (True, [(1, [0])], [], "r", "v", None, (), frozenset())
+    program = ([(1, [0])], [], "r", "v", -1, (), frozenset(), -1)
     good = dict(stride=engine._stride, programs=[program],
                 pids_of=[[0]], pid_sid=[0], pid_label=["gcap"], sid_casefold=[True],
                 field_names=("title",), match_type=Match, hit_type=Hit,
                 init=bytes((engine._stride + 7) // 8), contributions=[[(1, [0])]],
-                query=([0], 1, b"\x01", b"\x01"), layers=[])
+                query=([0], 1, b"\x01", b"\x01"), layers=[],
+                code=[1, 4, 1, 0], constants=[], near=engine._near_compiled,
+                near_python=engine._near_python)
     matcher_type(**good)  # the shape the engine builds
+
+    def tested(code: list[int], test: int = 0, hits: int = -1, **more: object) -> dict[str, object]:
+        return {"code": code, "programs": [([(1, [0])], [], "r", "v", test, (), frozenset(), hits)],
+                "query": ([0], 1, b"\x01", b"\x00"), **more}
+
+    matcher_type(**{**good, **tested([2, 6, 1, 4, 1, 0])})  # AND of one ANY
     for change, message in [
         (dict(pid_sid=[5]), "not in"),
-        (dict(programs=[(True, [(1, [9])], [], "r", "v", None, (), frozenset())]), "not in"),
+        (dict(programs=[([(1, [9])], [], "r", "v", -1, (), frozenset(), -1)]), "not in"),
         (dict(contributions=[[(1, [10_000])]]), "not in"),
         (dict(init=b""), "expected 1 bytes"),
         (dict(match_type=Entry), "slots"),
         (dict(sid_casefold=[]), "differ in length"),
+        (dict(near=None), "Near"),
+        (tested([1, 4, 1, 0], test=-1), "no test"),  # not decided by its clauses, no test
+        (tested([1, 4, 1, 0], test=4), "out of range"),
+        (tested([1, 4, 1, 7]), "malformed"),  # no search 7
+        (tested([1, 9, 1, 0]), "malformed"),  # longer than the code
+        (tested([42, 2]), "malformed"),  # no such op
+        (tested([2, 6, 1, 5, 1, 0]), "malformed"),  # a child longer than its parent
+        (tested([4, 2]), "malformed"),  # NOT of nothing
+        (tested([5, 3, 0]), "malformed"),  # a constant that is not there
+        (tested([1, 4, 1, 0, 10, 2], test=4), "malformed"),  # a statement where a test goes
+        (tested([1, 4, 1, 0, 7, 4, 1, 0], hits=4), "ST_ALL"),  # statements not in a block
     ]:
         with pytest.raises((ValueError, TypeError), match=message):
             matcher_type(**{**good, **change})
@@ -279,21 +298,33 @@ def test_the_compiled_casefold_is_str_casefold(text: str) -> None:
     assert (text.casefold() if found is None else found) == text.casefold()
 
 
-class _CheckedNear:
-    """The compiled NEAR, checked on every call against Engine._near_python."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.compiled = engine._near_compiled
-        self.decided = 0
-
-    def decide(self, spec: object, scan: object) -> bool | None:
-        assert self.compiled is not None
-        got = self.compiled.decide(spec, scan)
+def _near_decisions(engine: Engine, scan: Scan) -> tuple[int, int]:
+    """Check the compiled decision of every NEAR of ``engine``'s rules on ``scan`` against
+    Engine._near_python: how many the compiled one decided (it hands the others back), and
+    how many there are."""
+    assert engine._matcher is not None and engine._near_compiled is not None
+    specs = [c for c in engine._matcher.constants if isinstance(c, _Near)]
+    decided = 0
+    for spec in specs:
+        got = engine._near_compiled.decide(spec, scan)
         if got is not None:
-            self.decided += 1
-            assert got == self.engine._near_python(spec, scan, None), (spec, scan)  # type: ignore[arg-type]
-        return got  # type: ignore[no-any-return]
+            decided += 1
+            assert got == engine._near_python(spec, scan, None), (spec, scan.entry)
+    return decided, len(specs)
+
+
+def _fallbacks(engine: Engine, entry: Entry) -> tuple[list[Match], int]:
+    """The compiled matcher's matches, and how many rules it handed to Engine._match_one."""
+    assert engine._matcher is not None
+    scan = engine.scan(entry, "f")
+    handed: list[int] = []
+
+    def fallback(i: int) -> Match:
+        handed.append(i)
+        return engine._match_one(scan, engine.programs[i])
+
+    got = engine._matcher.match(scan, engine._admitted(scan.feed_name, scan.feed_tags), fallback)
+    return got, len(handed)
 
 
 NEAR_TOKENS = ["gcap", "GCAP", "treaty", "Treaty", "the", "of", "a", "signed", "x1", ",", ".",
@@ -316,9 +347,8 @@ def test_the_compiled_near_decides_as_the_python_one(query: str, words: list[str
         Path(tmp, "r.yaml").write_text(f"id: r\ntitle: R\nquery: '{query}'\n", encoding="utf-8")
         rules = load_rules(Path(tmp))
     reference, compiled = _engines(rules)
-    checked = _CheckedNear(compiled)
-    compiled._near_compiled = checked
     entry = Entry(key="k", title=joiner.join(words), summary=" ".join(reversed(words)))
+    _near_decisions(compiled, compiled.scan(entry, "f"))
     assert compiled.match(entry, feed_name="f") == reference.match(entry, feed_name="f")
 
 
@@ -328,13 +358,16 @@ def test_the_compiled_near_takes_ordinary_text() -> None:
         Path(tmp, "r.yaml").write_text("id: r\ntitle: R\nquery: 'gcap NEAR/2 treaty'\n",
                                        encoding="utf-8")
         rules = load_rules(Path(tmp))
-    _, compiled = _engines(rules)
-    checked = _CheckedNear(compiled)
-    compiled._near_compiled = checked
-    for title, hits in [("GCAP treaty", 1), ("GCAP: a long way from any treaty", 0),
-                        ("the treaty on GCAP", 1), ("日英のGCAP条約 treaty", 1)]:
-        assert len(compiled.match(Entry(key="k", title=title), feed_name="f")) == hits, title
-    assert checked.decided == 4  # every one decided in C, none handed back
+    reference, compiled = _engines(rules)
+    for title, matches in [("GCAP treaty", 1), ("GCAP: a long way from any treaty", 0),
+                           ("the treaty on GCAP", 1), ("日英のGCAP条約 treaty", 1)]:
+        entry = Entry(key="k", title=title)
+        decided, specs = _near_decisions(compiled, compiled.scan(entry, "f"))
+        assert decided == specs > 0, title  # every one decided in C, none handed back
+        got, handed = _fallbacks(compiled, entry)
+        assert len(got) == matches, title
+        assert handed == 0, title  # the NEAR pairs' hits too
+        assert got == reference.match(entry, feed_name="f"), title
 
 
 @needs_native

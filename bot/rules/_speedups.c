@@ -807,27 +807,46 @@ static PyTypeObject ScannerType = {
 
 typedef struct {
     long mask;
-    int32_t *pids;
+    const int32_t *pids;
     Py_ssize_t npids;
 } Group;
 
 typedef struct {
-    PyObject *condition; /* a generated test: the AND holds */
+    int32_t condition; /* where the AND's test starts in the code */
     Group *groups;
     Py_ssize_t ngroups;
 } Guard;
 
 typedef struct {
-    int native; /* its hits can be built here (no NEAR pairs) */
     Group *free;
     Py_ssize_t nfree;
     Guard *guards;
     Py_ssize_t nguards;
     PyObject *rule_id, *version;
-    PyObject *test;     /* the query's test, or None when the clauses decide it */
-    PyObject *excludes; /* tuple: the exclusions' tests */
+    int32_t test;       /* where the query's test starts in the code, -1: the clauses decide */
+    int32_t *excludes;  /* where each exclusion's test starts */
+    Py_ssize_t nexcludes;
+    int32_t hits;       /* where its other hit statements start (NEAR pairs…), or -1 */
     PyObject *tracked;  /* frozenset: the track list's canonical names */
 } Program;
+
+/* The code of the tests and hit statements (engine.py writes it, see _OP_ANY there): each
+ * node is [op, size, …], size its length in ints with the header. */
+enum {
+    OP_ANY = 1,   /* [op, size, field mask, sid…]: one of the searches is in one of the fields */
+    OP_AND = 2,   /* [op, size, node…] */
+    OP_OR = 3,    /* [op, size, node…] */
+    OP_NOT = 4,   /* [op, size, node] */
+    OP_NEAR = 5,  /* [op, size, constant]: Engine.near(constant, scan, None) */
+    OP_CALL = 6,  /* [op, size, constant]: constant(scan) */
+    ST_GROUP = 7, /* [op, size, field mask, pid…]: the group's hits */
+    ST_NEAR = 8,  /* [op, size, constant, n, pid… (n on the left), pid… (on the right)] */
+    ST_IF = 9,    /* [op, size, node, statement…] */
+    ST_ALL = 10,  /* [op, size, statement…]: a rule's hit statements */
+};
+
+typedef struct Near Near;
+static PyTypeObject NearType;
 
 /* What finding a search in some of ``mask``'s fields sets in the accumulator. */
 typedef struct {
@@ -868,12 +887,17 @@ typedef struct {
     Layer query;
     Layer *layers;
     Py_ssize_t nlayers;
+    int32_t *code;        /* the tests and hit statements */
+    Py_ssize_t ncode;
+    PyObject *constants;  /* tuple: the code's constants (NEAR specs, feed:/lang: tests) */
+    PyObject *near;       /* Near: NEAR decided here */
+    PyObject *near_python; /* Engine._near_python(spec, scan, None): the cases Near leaves */
     int cleared; /* by the garbage collector (Matcher_clear) */
 } Matcher;
 
 static void groups_free(Group *groups, Py_ssize_t n) {
     if (!groups) return;
-    for (Py_ssize_t i = 0; i < n; i++) PyMem_Free(groups[i].pids);
+    for (Py_ssize_t i = 0; i < n; i++) PyMem_Free((int32_t *)groups[i].pids);
     PyMem_Free(groups);
 }
 
@@ -883,39 +907,32 @@ static void layer_free(Layer *layer) {
     PyMem_Free(layer->exact);
 }
 
-/* The Matcher holds the rules' generated functions, whose globals refer back to the Engine
- * that holds the Matcher: a cycle, which the garbage collector must be able to see through
- * (or every rule set replaced by a reload would stay in memory). */
+/* The Matcher holds the Engine's _near_python, a bound method of the Engine that holds the
+ * Matcher: a cycle, which the garbage collector must be able to see through (or every rule
+ * set replaced by a reload would stay in memory). */
 static int Matcher_traverse(Matcher *self, visitproc visit, void *arg) {
     if (self->programs) {
         for (Py_ssize_t i = 0; i < self->nprograms; i++) {
             Program *p = &self->programs[i];
             Py_VISIT(p->rule_id);
             Py_VISIT(p->version);
-            Py_VISIT(p->test);
-            Py_VISIT(p->excludes);
             Py_VISIT(p->tracked);
-            if (p->guards)
-                for (Py_ssize_t k = 0; k < p->nguards; k++) Py_VISIT(p->guards[k].condition);
         }
     }
     Py_VISIT(self->field_names);
     Py_VISIT(self->match_type);
     Py_VISIT(self->hit_type);
+    Py_VISIT(self->constants);
+    Py_VISIT(self->near);
+    Py_VISIT(self->near_python);
     return 0;
 }
 
-/* Break the cycle: drop the generated functions (a cleared Matcher refuses to match). */
+/* Break the cycle: drop the callables (a cleared Matcher refuses to match). */
 static int Matcher_clear(Matcher *self) {
-    if (self->programs) {
-        for (Py_ssize_t i = 0; i < self->nprograms; i++) {
-            Program *p = &self->programs[i];
-            Py_CLEAR(p->test);
-            Py_CLEAR(p->excludes);
-            if (p->guards)
-                for (Py_ssize_t k = 0; k < p->nguards; k++) Py_CLEAR(p->guards[k].condition);
-        }
-    }
+    Py_CLEAR(self->constants);
+    Py_CLEAR(self->near);
+    Py_CLEAR(self->near_python);
     self->cleared = 1;
     return 0;
 }
@@ -927,16 +944,13 @@ static void Matcher_dealloc(Matcher *self) {
             Program *p = &self->programs[i];
             groups_free(p->free, p->nfree);
             if (p->guards) {
-                for (Py_ssize_t k = 0; k < p->nguards; k++) {
-                    Py_XDECREF(p->guards[k].condition);
+                for (Py_ssize_t k = 0; k < p->nguards; k++)
                     groups_free(p->guards[k].groups, p->guards[k].ngroups);
-                }
                 PyMem_Free(p->guards);
             }
+            PyMem_Free(p->excludes);
             Py_XDECREF(p->rule_id);
             Py_XDECREF(p->version);
-            Py_XDECREF(p->test);
-            Py_XDECREF(p->excludes);
             Py_XDECREF(p->tracked);
         }
         PyMem_Free(self->programs);
@@ -966,6 +980,10 @@ static void Matcher_dealloc(Matcher *self) {
     PyMem_Free(self->sid_casefold);
     PyMem_Free(self->init);
     PyMem_Free(self->always);
+    PyMem_Free(self->code);
+    Py_XDECREF(self->constants);
+    Py_XDECREF(self->near);
+    Py_XDECREF(self->near_python);
     Py_XDECREF(self->field_names);
     Py_XDECREF(self->match_type);
     Py_XDECREF(self->hit_type);
@@ -1075,22 +1093,106 @@ static Group *groups_init(Matcher *self, PyObject *seq, Py_ssize_t *n) {
     return groups;
 }
 
-static int program_init(Matcher *self, Program *program, PyObject *spec) {
-    PyObject *free, *guarded;
-    if (!PyArg_ParseTuple(spec, "pOOUUOO!O!", &program->native, &free, &guarded,
-                          &program->rule_id, &program->version, &program->test, &PyTuple_Type,
-                          &program->excludes, &PyFrozenSet_Type, &program->tracked)) {
-        program->rule_id = program->version = program->test = program->excludes = NULL;
-        program->tracked = NULL;
+/* Whether the node at ``node`` (a test, or a statement when ``statement``) is well formed
+ * and ends by ``end``: 0, or -1 with ValueError. */
+static int check_node(const Matcher *self, const int32_t *node, const int32_t *end,
+                      int statement, int depth) {
+    if (depth > 1000 || end - node < 2 || node[1] < 2 || node[1] > end - node) goto bad;
+    const int32_t *stop = node + node[1], *k;
+    Py_ssize_t size = node[1], nconstants = PyTuple_GET_SIZE(self->constants);
+    if (statement != (node[0] >= ST_GROUP)) goto bad;
+    switch (node[0]) {
+    case OP_ANY:
+    case ST_GROUP:
+        if (size < 3) goto bad;
+        for (k = node + 3; k < stop; k++)
+            if (*k < 0 || *k >= (node[0] == OP_ANY ? self->nsids : self->npids)) goto bad;
+        return 0;
+    case OP_AND:
+    case OP_OR:
+    case ST_ALL:
+        for (k = node + 2; k < stop; k += k[1])
+            if (check_node(self, k, stop, node[0] == ST_ALL, depth + 1) < 0) return -1;
+        return 0;
+    case OP_NOT:
+        if (size < 3) goto bad;
+        if (check_node(self, node + 2, stop, 0, depth + 1) < 0) return -1;
+        if (node[3] != size - 2) goto bad;
+        return 0;
+    case OP_NEAR:
+    case OP_CALL:
+        if (size != 3 || node[2] < 0 || node[2] >= nconstants) goto bad;
+        return 0;
+    case ST_NEAR:
+        if (size < 4 || node[2] < 0 || node[2] >= nconstants || node[3] < 0 || node[3] > size - 4)
+            goto bad;
+        for (k = node + 4; k < stop; k++)
+            if (*k < 0 || *k >= self->npids) goto bad;
+        return 0;
+    case ST_IF:
+        if (size < 3) goto bad;
+        if (check_node(self, node + 2, stop, 0, depth + 1) < 0) return -1;
+        for (k = node + 2 + node[3]; k < stop; k += k[1])
+            if (check_node(self, k, stop, 1, depth + 1) < 0) return -1;
+        return 0;
+    }
+bad:
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "code: a malformed node");
+    return -1;
+}
+
+/* A program's start in the code (or -1 when allowed), checked. */
+static int code_start(const Matcher *self, PyObject *obj, int statement, int optional,
+                      int32_t *out) {
+    long at = PyLong_AsLong(obj);
+    if (at == -1 && PyErr_Occurred()) return -1;
+    if (at == -1 && optional) {
+        *out = -1;
+        return 0;
+    }
+    if (at < 0 || at >= self->ncode) {
+        PyErr_SetString(PyExc_ValueError, "code: a start out of range");
         return -1;
     }
-    Py_INCREF(program->tracked);
-    Py_INCREF(program->rule_id);
-    Py_INCREF(program->version);
-    Py_INCREF(program->test);
-    Py_INCREF(program->excludes);
+    const int32_t *node = self->code + at;
+    if (check_node(self, node, self->code + self->ncode, statement, 0) < 0) return -1;
+    if (statement && node[0] != ST_ALL) {
+        PyErr_SetString(PyExc_ValueError, "code: hit statements must start with ST_ALL");
+        return -1;
+    }
+    *out = (int32_t)at;
+    return 0;
+}
+
+static int program_init(Matcher *self, Program *program, PyObject *spec) {
+    PyObject *free, *guarded, *test, *excludes, *hits, *rule_id, *version, *tracked;
+    if (!PyArg_ParseTuple(spec, "OOUUOOO!O", &free, &guarded, &rule_id, &version, &test,
+                          &excludes, &PyFrozenSet_Type, &tracked, &hits))
+        return -1;
+    program->rule_id = Py_NewRef(rule_id);
+    program->version = Py_NewRef(version);
+    program->tracked = Py_NewRef(tracked);
+    if (code_start(self, test, 0, 1, &program->test) < 0 ||
+        code_start(self, hits, 1, 1, &program->hits) < 0)
+        return -1;
+    PyObject *fast = PySequence_Fast(excludes, "excludes: expected a sequence");
+    if (!fast) return -1;
+    program->nexcludes = PySequence_Fast_GET_SIZE(fast);
+    program->excludes = PyMem_Calloc((size_t)(program->nexcludes + 1), sizeof(int32_t));
+    if (!program->excludes) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t x = 0; x < program->nexcludes; x++) {
+        if (code_start(self, PySequence_Fast_GET_ITEM(fast, x), 0, 0, &program->excludes[x]) < 0) {
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
     if (!(program->free = groups_init(self, free, &program->nfree))) return -1;
-    PyObject *fast = PySequence_Fast(guarded, "guarded: expected a sequence");
+    fast = PySequence_Fast(guarded, "guarded: expected a sequence");
     if (!fast) return -1;
     program->nguards = PySequence_Fast_GET_SIZE(fast);
     program->guards = PyMem_Calloc((size_t)(program->nguards ? program->nguards : 1),
@@ -1103,13 +1205,9 @@ static int program_init(Matcher *self, Program *program, PyObject *spec) {
     for (Py_ssize_t k = 0; k < program->nguards; k++) {
         Guard *guard = &program->guards[k];
         PyObject *condition, *groups;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, k), "OO", &condition, &groups)) {
-            Py_DECREF(fast);
-            return -1;
-        }
-        Py_INCREF(condition);
-        guard->condition = condition;
-        if (!(guard->groups = groups_init(self, groups, &guard->ngroups))) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, k), "OO", &condition, &groups) ||
+            code_start(self, condition, 0, 0, &guard->condition) < 0 ||
+            !(guard->groups = groups_init(self, groups, &guard->ngroups))) {
             Py_DECREF(fast);
             return -1;
         }
@@ -1148,17 +1246,23 @@ static inline int acc_bit(const uint8_t *acc, Py_ssize_t position) {
 static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     Py_ssize_t stride;
     PyObject *programs, *pids_of, *pid_sid, *pid_label, *sid_casefold, *field_names, *init,
-        *contributions, *query, *layers;
+        *contributions, *query, *layers, *code, *constants, *near, *near_python;
     PyTypeObject *match_type, *hit_type;
     static char *kwlist[] = {"stride", "programs", "pids_of", "pid_sid", "pid_label",
                              "sid_casefold", "field_names", "match_type", "hit_type", "init",
-                             "contributions", "query", "layers", NULL};
+                             "contributions", "query", "layers", "code", "constants", "near",
+                             "near_python", NULL};
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "nO!O!OO!OO!O!O!SO!OO!", kwlist, &stride, &PyList_Type, &programs,
+            args, kwds, "nO!O!OO!OO!O!O!SO!OO!OOO!O", kwlist, &stride, &PyList_Type, &programs,
             &PyList_Type, &pids_of, &pid_sid, &PyList_Type, &pid_label, &sid_casefold,
             &PyTuple_Type, &field_names, &PyType_Type, &match_type, &PyType_Type, &hit_type,
-            &init, &PyList_Type, &contributions, &query, &PyList_Type, &layers))
+            &init, &PyList_Type, &contributions, &query, &PyList_Type, &layers, &code,
+            &constants, &NearType, &near, &near_python))
         return -1;
+    if (!PyCallable_Check(near_python)) {
+        PyErr_SetString(PyExc_TypeError, "near_python: expected a callable");
+        return -1;
+    }
     if (self->programs) {
         PyErr_SetString(PyExc_RuntimeError, "Matcher is already initialised");
         return -1;
@@ -1226,6 +1330,14 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "sid_casefold, contributions and pids_of differ in length");
         return -1;
     }
+    /* the code, before the programs that point into it */
+    if (!(self->constants = PySequence_Tuple(constants))) return -1;
+    self->near = Py_NewRef(near);
+    self->near_python = Py_NewRef(near_python);
+    if (!(self->code = int_array(code, &self->ncode, 0, INT32_MAX))) {
+        /* the code holds negative-free ints only: ops, sizes, masks, ids */
+        return -1;
+    }
     Py_ssize_t n = PyList_GET_SIZE(programs);
     self->programs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Program));
     if (!self->programs) {
@@ -1283,6 +1395,10 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
         for (Py_ssize_t j = 0; j < self->query.nslots && all; j++)
             all = acc_bit(self->init, i * stride + self->query.slots[j]);
         self->always[i] = (uint8_t)all;
+        if (!self->query.exact[i] && self->programs[i].test < 0) {
+            PyErr_Format(PyExc_ValueError, "rule %zd: not decided by its clauses, and no test", i);
+            return -1;
+        }
     }
     return 0;
 }
@@ -1301,12 +1417,23 @@ typedef struct {
     PyObject *hits;     /* tuple of Hit */
 } PidHits;
 
+/* A search found, and the fields it was found in (scan.fields_of), in Call.found. */
+typedef struct {
+    int32_t sid; /* -1: an empty slot */
+    int32_t fields;
+} FoundSearch;
+
+enum { FOUND_INLINE = 128 };
+
 /* One call's view of a Scan (references kept for the call). */
 typedef struct {
     Matcher *self;
     PyObject *scan;
     PyObject *fields_of, *norms;
     PyObject *spans;     /* scan._found: Occurrences */
+    FoundSearch *found;  /* scan.fields_of as an open-addressed table, by sid */
+    Py_ssize_t found_mask; /* its size - 1 (a power of two) */
+    FoundSearch found_inline[FOUND_INLINE];
     uint8_t *present;    /* the pids found, as bits */
     long shift[8][2];    /* per field and case: the constant shift to the original text, */
     uint8_t known[8][2]; /* 1 when computed, 2 when the text is not one linear piece */
@@ -1342,8 +1469,22 @@ static PyObject *get_slot(PyObject *scan, const char *name, PyTypeObject *type) 
     return value;
 }
 
+static inline Py_ssize_t found_slot(const Call *c, int32_t sid) {
+    return (Py_ssize_t)((uint32_t)sid * 2654435761u) & c->found_mask;
+}
+
+/* The fields search ``sid`` was found in (scan.fields_of.get(sid, 0)). */
+static inline long found_fields(const Call *c, int32_t sid) {
+    for (Py_ssize_t i = found_slot(c, sid);; i = (i + 1) & c->found_mask) {
+        const FoundSearch *f = &c->found[i];
+        if (f->sid == sid) return f->fields;
+        if (f->sid < 0) return 0;
+    }
+}
+
 static int call_open(Call *c, Matcher *self, PyObject *scan) {
-    memset(c, 0, sizeof(*c));
+    memset(c, 0, offsetof(Call, found_inline));
+    memset(&c->present, 0, sizeof(*c) - offsetof(Call, present));
     c->self = self;
     c->scan = scan;
     c->present = PyMem_Calloc((size_t)(self->npids / 8 + 1), 1);
@@ -1355,10 +1496,37 @@ static int call_open(Call *c, Matcher *self, PyObject *scan) {
         !(c->spans = get_slot(scan, "_found", &OccurrencesType)) ||
         !(c->norms = get_slot(scan, "norms", &PyDict_Type)))
         return -1;
+    Py_ssize_t size = 16;
+    while (size < 2 * PyDict_GET_SIZE(c->fields_of)) size *= 2;
+    c->found = size <= FOUND_INLINE ? c->found_inline : PyMem_Malloc((size_t)size * sizeof(FoundSearch));
+    if (!c->found) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->found_mask = size - 1;
+    memset(c->found, 0xff, (size_t)size * sizeof(FoundSearch)); /* every sid -1 */
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(c->fields_of, &pos, &k, &v)) {
+        long sid = PyLong_AsLong(k), fields = PyLong_AsLong(v);
+        if ((sid == -1 || fields == -1) && PyErr_Occurred()) return -1;
+        if (sid < 0 || sid >= self->nsids) {
+            PyErr_SetString(PyExc_ValueError, "fields_of: no such search");
+            return -1;
+        }
+        if (fields <= 0 || fields > 255) {
+            PyErr_SetString(PyExc_ValueError, "fields_of: not a field mask");
+            return -1;
+        }
+        Py_ssize_t i = found_slot(c, (int32_t)sid);
+        while (c->found[i].sid >= 0) i = (i + 1) & c->found_mask;
+        c->found[i] = (FoundSearch){(int32_t)sid, (int32_t)fields};
+    }
     return 0;
 }
 
 static void call_close(Call *c) {
+    if (c->found != c->found_inline) PyMem_Free(c->found);
     Py_XDECREF(c->fields_of);
     Py_XDECREF(c->spans);
     Py_XDECREF(c->norms);
@@ -1370,15 +1538,12 @@ static void call_close(Call *c) {
 }
 
 static long field_mask(Call *c, int32_t sid) {
-    PyObject *key = PyLong_FromLong(sid);
-    if (!key) return -1;
-    PyObject *fields = PyDict_GetItemWithError(c->fields_of, key); /* borrowed */
-    Py_DECREF(key);
+    long fields = found_fields(c, sid);
     if (!fields) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "a pattern found of a search not found");
+        PyErr_SetString(PyExc_KeyError, "a pattern found of a search not found");
         return -1;
     }
-    return PyLong_AsLong(fields);
+    return fields;
 }
 
 /* Whether field fi's text (folded or exact) maps one to one onto the original, with a
@@ -1710,22 +1875,112 @@ static int collect(Call *c, const Group *group, Hits *h) {
     return 0;
 }
 
+static int near_decide_in(Near *self, PyObject *spec_obj, PyObject *fields_of, PyObject *spans,
+                          PyObject *norms);
+static int near_pairs(Near *near, PyObject *spec_obj, Call *c, const int32_t *pids,
+                      Py_ssize_t nleft, Py_ssize_t nright, Hits *h);
+
+static int truth_of(PyObject *fn, PyObject *scan) {
+    PyObject *r = PyObject_CallOneArg(fn, scan);
+    if (!r) return -1;
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return truth;
+}
+
+/* Whether the test at ``node`` holds: 1, 0, or -1. */
+static int eval_node(Call *c, const int32_t *node) {
+    Matcher *self = c->self;
+    const int32_t *k, *end = node + node[1];
+    int r;
+    switch (node[0]) {
+    case OP_ANY:
+        for (k = node + 3; k < end; k++)
+            if (found_fields(c, *k) & node[2]) return 1;
+        return 0;
+    case OP_AND:
+        for (k = node + 2; k < end; k += k[1])
+            if ((r = eval_node(c, k)) <= 0) return r;
+        return 1;
+    case OP_OR:
+        for (k = node + 2; k < end; k += k[1])
+            if ((r = eval_node(c, k)) != 0) return r;
+        return 0;
+    case OP_NOT:
+        r = eval_node(c, node + 2);
+        return r < 0 ? r : !r;
+    case OP_NEAR: {
+        PyObject *spec = PyTuple_GET_ITEM(self->constants, node[2]);
+        r = near_decide_in((Near *)self->near, spec, c->fields_of, c->spans, c->norms);
+        if (r != 2) return r;
+        PyObject *result = PyObject_CallFunctionObjArgs(self->near_python, spec, c->scan,
+                                                        Py_None, NULL);
+        if (!result) return -1;
+        r = PyObject_IsTrue(result);
+        Py_DECREF(result);
+        return r;
+    }
+    case OP_CALL:
+        return truth_of(PyTuple_GET_ITEM(self->constants, node[2]), c->scan);
+    }
+    PyErr_SetString(PyExc_SystemError, "a test with an unknown op");
+    return -1;
+}
+
+/* Run the hit statements from ``node`` to ``end`` into h: 0, 2 for the fallback (a NEAR
+ * the Python must do), or -1. */
+static int run_hits(Call *c, const int32_t *node, const int32_t *end, Hits *h) {
+    Matcher *self = c->self;
+    int rc = 0;
+    for (const int32_t *k = node; k < end && !rc; k += k[1]) {
+        switch (k[0]) {
+        case ST_GROUP: {
+            Group group = {k[2], k + 3, k[1] - 3};
+            rc = collect(c, &group, h);
+            break;
+        }
+        case ST_NEAR:
+            rc = near_pairs((Near *)self->near, PyTuple_GET_ITEM(self->constants, k[2]), c,
+                            k + 4, k[3], k[1] - 4 - k[3], h);
+            break;
+        case ST_IF: {
+            int holds = eval_node(c, k + 2);
+            if (holds < 0) return -1;
+            if (holds) rc = run_hits(c, k + 2 + k[3], k + k[1], h);
+            break;
+        }
+        case ST_ALL:
+            rc = run_hits(c, k + 2, k + k[1], h);
+            break;
+        default:
+            PyErr_SetString(PyExc_SystemError, "a statement with an unknown op");
+            return -1;
+        }
+    }
+    return rc;
+}
+
 /* A rule that matched: a new reference to its Match, Py_None for the fallback, or NULL. */
 static PyObject *program_match(Call *c, const Program *program) {
     Matcher *self = c->self;
-    if (!program->native) Py_RETURN_NONE;
     Hits h = {NULL, 0, 0, NULL, 0, 0};
     PyObject *out = NULL, *hits = NULL;
     int rc = 0;
     for (Py_ssize_t g = 0; g < program->nfree && !rc; g++) rc = collect(c, &program->free[g], &h);
     for (Py_ssize_t k = 0; k < program->nguards && !rc; k++) {
         const Guard *guard = &program->guards[k];
-        PyObject *r = PyObject_CallOneArg(guard->condition, c->scan);
-        int holds = r ? PyObject_IsTrue(r) : -1;
-        Py_XDECREF(r);
+        int holds = eval_node(c, self->code + guard->condition);
         if (holds < 0) rc = -1;
         for (Py_ssize_t g = 0; holds > 0 && g < guard->ngroups && !rc; g++)
             rc = collect(c, &guard->groups[g], &h);
+    }
+    if (!rc && program->hits >= 0) {
+        const int32_t *node = self->code + program->hits;
+        rc = run_hits(c, node, node + node[1], &h);
+    }
+    if (rc == 2) {
+        out = Py_NewRef(Py_None);
+        goto done;
     }
     if (rc < 0) goto done;
     if (h.pids == 1 && !h.filtered) {
@@ -1756,14 +2011,6 @@ static inline int fires(const Layer *layer, const uint8_t *acc, Py_ssize_t base)
     for (Py_ssize_t j = 0; j < layer->nslots; j++)
         if (!acc_bit(acc, base + layer->slots[j])) return 0;
     return 1;
-}
-
-static int truth_of(PyObject *fn, PyObject *scan) {
-    PyObject *r = PyObject_CallOneArg(fn, scan);
-    if (!r) return -1;
-    int truth = PyObject_IsTrue(r);
-    Py_DECREF(r);
-    return truth;
 }
 
 /* scan._pids (Scan.pids), from the bits, before Python code that may use it. */
@@ -1821,15 +2068,10 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
     }
     memcpy(acc, self->init, (size_t)self->nbytes);
     memcpy(touched, self->always, (size_t)self->nprograms);
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(c.fields_of, &pos, &k, &v)) {
-        long sid = PyLong_AsLong(k), fields = PyLong_AsLong(v);
-        if ((sid == -1 || fields == -1) && PyErr_Occurred()) goto done;
-        if (sid < 0 || sid >= self->nsids) {
-            PyErr_SetString(PyExc_ValueError, "fields_of: no such search");
-            goto done;
-        }
+    for (Py_ssize_t slot = 0; slot <= c.found_mask; slot++) {
+        int32_t sid = c.found[slot].sid;
+        long fields = c.found[slot].fields;
+        if (sid < 0) continue;
         for (const int32_t *pid = self->pids_of[sid]; *pid >= 0; pid++)
             c.present[*pid >> 3] |= (uint8_t)(1 << (*pid & 7));
         for (const Contribution *con = self->contrib[sid]; con->positions; con++) {
@@ -1850,7 +2092,7 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
         if (!fires(&self->query, acc, base)) continue;
         const Program *program = &self->programs[index];
         if (!self->query.exact[index]) {
-            int holds = truth_of(program->test, scan);
+            int holds = eval_node(&c, self->code + program->test);
             if (holds < 0) goto fail;
             if (!holds) continue;
         }
@@ -1861,8 +2103,8 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
             if (layer->exact[index]) excluded = 1;
             else maybe = 1;
         }
-        for (Py_ssize_t x = 0; maybe && !excluded && x < PyTuple_GET_SIZE(program->excludes); x++) {
-            excluded = truth_of(PyTuple_GET_ITEM(program->excludes, x), scan);
+        for (Py_ssize_t x = 0; maybe && !excluded && x < program->nexcludes; x++) {
+            excluded = eval_node(&c, self->code + program->excludes[x]);
             if (excluded < 0) goto fail;
         }
         if (excluded) continue;
@@ -1931,6 +2173,12 @@ static PyMethodDef Matcher_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef Matcher_members[] = {
+    {"constants", T_OBJECT, offsetof(Matcher, constants), READONLY,
+     "the code's constants: NEAR specs, feed: and lang: tests"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject MatcherType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "bot.rules._speedups.Matcher",
     .tp_basicsize = sizeof(Matcher),
@@ -1942,6 +2190,7 @@ static PyTypeObject MatcherType = {
     .tp_init = (initproc)Matcher_init,
     .tp_dealloc = (destructor)Matcher_dealloc,
     .tp_methods = Matcher_methods,
+    .tp_members = Matcher_members,
 };
 
 /* --- Normalizer: bot.rules.text.normalize(text, casefold=False), the common case ---------
@@ -2260,7 +2509,7 @@ static PyTypeObject NormalizerType = {
  * Python — when a side has a regular expression, when its searches look in texts that do
  * not line up, or when the text has characters beyond the BMP. */
 
-typedef struct {
+struct Near {
     PyObject_HEAD
     uint8_t word[8192];     /* word characters of the BMP, as bits */
     uint8_t unspaced[8192]; /* characters of unspaced scripts of the BMP, as bits */
@@ -2268,7 +2517,7 @@ typedef struct {
     Py_ssize_t nspecs, specs_cap;
     int32_t *slots;
     Py_ssize_t nslots;
-} Near;
+};
 
 /* A NEAR's spec (engine._Near) as C reads it: kept with a reference to the spec itself,
  * which the engine's generated code holds for as long as the engine lives. */
@@ -2516,26 +2765,71 @@ static int side_spans(const SideSearch *found, Py_ssize_t nfound, int fi,
     return 0;
 }
 
-/* decide(spec, scan): True, False, or None to decide in Python (see above). */
-static PyObject *Near_decide(Near *self, PyObject *args) {
-    PyObject *spec_obj, *scan;
-    if (!PyArg_ParseTuple(args, "OO", &spec_obj, &scan)) return NULL;
-    PyObject *fields_of = NULL, *spans = NULL, *norms = NULL, *result = NULL;
+/* The text a NEAR's words are counted in, in field fi: 1 and a new reference to the str in
+ * *out; 2 when Python must count (folded and exact texts that do not line up, astral
+ * characters); -1. */
+static int near_text(const NearSpec *spec, PyObject *norms, int fi, PyObject **out) {
+    PyObject *text_norm;
+    *out = NULL;
+    if (spec->casefold != Py_None) {
+        PyObject *key = Py_BuildValue("(iO)", fi, spec->casefold);
+        if (!key) return -1;
+        text_norm = PyDict_GetItemWithError(norms, key);
+        Py_DECREF(key);
+    } else { /* both kinds: the folded text, if it lines up with the exact one */
+        PyObject *key = Py_BuildValue("(iO)", fi, Py_True);
+        if (!key) return -1;
+        text_norm = PyDict_GetItemWithError(norms, key);
+        Py_DECREF(key);
+        if (text_norm) {
+            if (!(key = Py_BuildValue("(iO)", fi, Py_False))) return -1;
+            PyObject *exact = PyDict_GetItemWithError(norms, key);
+            Py_DECREF(key);
+            if (!exact && PyErr_Occurred()) return -1;
+            if (exact) {
+                PyObject *a = attr(exact, "text");
+                PyObject *b = a ? attr(text_norm, "text") : NULL;
+                int differ = b && PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(b);
+                Py_XDECREF(a);
+                Py_XDECREF(b);
+                if (PyErr_Occurred()) return -1;
+                if (differ) return 2;
+            }
+        }
+    }
+    if (!text_norm) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "a field not normalised");
+        return -1;
+    }
+    PyObject *wide = attr(text_norm, "wide");
+    if (!wide) return -1;
+    int is_wide = PyObject_IsTrue(wide);
+    Py_DECREF(wide);
+    if (is_wide) return is_wide < 0 ? -1 : 2; /* astral characters: counted one by one */
+    if (!(*out = attr(text_norm, "text"))) return -1;
+    if (!PyUnicode_Check(*out)) {
+        Py_CLEAR(*out);
+        PyErr_SetString(PyExc_TypeError, "Normalized.text: expected str");
+        return -1;
+    }
+    return 1;
+}
+
+/* Engine.near(spec, scan, None) from the scan's fields_of, _found and norms: 1, 0, 2 to
+ * decide in Python (see above), or -1. */
+static int near_decide_in(Near *self, PyObject *spec_obj, PyObject *fields_of, PyObject *spans,
+                          PyObject *norms) {
     Span *lefts = NULL, *rights = NULL, *reach = NULL;
     SideSearch *left_found = NULL, *right_found = NULL;
     Py_ssize_t nl = 0, nr = 0, capl = 0, capr = 0, nleft = 0, nright = 0;
+    int result = -1;
     const NearSpec *spec = near_spec(self, spec_obj);
     if (!spec) goto done;
     if (spec->regex) {
-        result = Py_NewRef(Py_None);
+        result = 2;
         goto done;
     }
     long distance = spec->distance, mask = spec->mask, ordered = spec->ordered;
-    PyObject *casefold = spec->casefold;
-    if (!(fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
-        !(spans = get_slot(scan, "_found", &OccurrencesType)) ||
-        !(norms = get_slot(scan, "norms", &PyDict_Type)))
-        goto done;
     long left = side_found(spec->left, spec->nleft, fields_of, &left_found, &nleft);
     if (left < 0) goto done;
     left &= mask;
@@ -2544,55 +2838,17 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
     long both = left & right;
     for (int fi = 0; fi < 8 && both; fi++) {
         if (!((both >> fi) & 1)) continue;
-        PyObject *text_norm;
-        if (casefold != Py_None) {
-            PyObject *key = Py_BuildValue("(iO)", fi, casefold);
-            if (!key) goto done;
-            text_norm = PyDict_GetItemWithError(norms, key);
-            Py_DECREF(key);
-        } else { /* both kinds: the folded text, if it lines up with the exact one */
-            PyObject *key = Py_BuildValue("(iO)", fi, Py_True), *key2 = NULL;
-            if (!key) goto done;
-            text_norm = PyDict_GetItemWithError(norms, key);
-            Py_DECREF(key);
-            if (!text_norm) goto missing;
-            if (!(key2 = Py_BuildValue("(iO)", fi, Py_False))) goto done;
-            PyObject *exact = PyDict_GetItemWithError(norms, key2);
-            Py_DECREF(key2);
-            if (!exact && PyErr_Occurred()) goto done;
-            if (exact) {
-                PyObject *a = attr(exact, "text");
-                PyObject *b = a ? attr(text_norm, "text") : NULL;
-                int differ = b && PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(b);
-                Py_XDECREF(a);
-                Py_XDECREF(b);
-                if (PyErr_Occurred()) goto done;
-                if (differ) {
-                    result = Py_NewRef(Py_None); /* the Python way, for this field */
-                    goto done;
-                }
-            }
-        }
-    missing:
-        if (!text_norm) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "a field not normalised");
-            goto done;
-        }
-        PyObject *wide = attr(text_norm, "wide");
-        if (!wide) goto done;
-        int is_wide = PyObject_IsTrue(wide);
-        Py_DECREF(wide);
-        if (is_wide) {
-            result = Py_NewRef(Py_None); /* astral characters: counted one by one in Python */
-            goto done;
-        }
         nl = nr = 0;
         if (side_spans(left_found, nleft, fi, (Occurrences *)spans, &lefts, &nl, &capl) < 0 ||
             side_spans(right_found, nright, fi, (Occurrences *)spans, &rights, &nr, &capr) < 0)
             goto done;
         if (!nl || !nr) continue;
-        PyObject *text = attr(text_norm, "text");
-        if (!text) goto done;
+        PyObject *text;
+        int got = near_text(spec, norms, fi, &text);
+        if (got != 1) {
+            result = got;
+            goto done;
+        }
         int kind = PyUnicode_KIND(text);
         const void *data = PyUnicode_DATA(text);
         qsort(rights, (size_t)nr, sizeof(Span), span_order);
@@ -2623,21 +2879,151 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
         }
         Py_DECREF(text);
         if (found) {
-            result = Py_NewRef(Py_True);
+            result = 1;
             goto done;
         }
     }
-    result = Py_NewRef(Py_False);
+    result = 0;
 done:
-    Py_XDECREF(fields_of);
-    Py_XDECREF(spans);
-    Py_XDECREF(norms);
     PyMem_Free(lefts);
     PyMem_Free(rights);
     PyMem_Free(reach);
     PyMem_Free(left_found);
     PyMem_Free(right_found);
     return result;
+}
+
+/* decide(spec, scan): True, False, or None to decide in Python (see above). */
+static PyObject *Near_decide(Near *self, PyObject *args) {
+    PyObject *spec_obj, *scan;
+    if (!PyArg_ParseTuple(args, "OO", &spec_obj, &scan)) return NULL;
+    PyObject *fields_of = NULL, *spans = NULL, *norms = NULL, *result = NULL;
+    if (!(fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
+        !(spans = get_slot(scan, "_found", &OccurrencesType)) ||
+        !(norms = get_slot(scan, "norms", &PyDict_Type)))
+        goto done;
+    int decided = near_decide_in(self, spec_obj, fields_of, spans, norms);
+    if (decided >= 0)
+        result = Py_NewRef(decided == 2 ? Py_None : decided ? Py_True : Py_False);
+done:
+    Py_XDECREF(fields_of);
+    Py_XDECREF(spans);
+    Py_XDECREF(norms);
+    return result;
+}
+
+/* A NEAR side's occurrences in one field: the span in the normalised text, and the index of
+ * the pattern's item (its hit) in Call.items. */
+typedef struct {
+    Span span;
+    Py_ssize_t item;
+} SideOcc;
+
+/* The occurrences in field fi of the side's patterns (pids) found there, appended to *out. */
+static int side_occurrences(Call *c, const int32_t *pids, Py_ssize_t npids, int fi,
+                            SideOcc **out, Py_ssize_t *n, Py_ssize_t *cap) {
+    Matcher *self = c->self;
+    for (Py_ssize_t j = 0; j < npids; j++) {
+        int32_t pid = pids[j], sid = self->pid_sid[pid];
+        if (!((c->present[pid >> 3] >> (pid & 7)) & 1) || !((found_fields(c, sid) >> fi) & 1))
+            continue;
+        const OccList *occ = occ_find((Occurrences *)c->spans, ((long)sid << 3) | fi);
+        PidHits *entry = pid_hits(c, pid);
+        if (!entry) return -1;
+        if (!occ) continue;
+        if (*n + occ->n > *cap) {
+            Py_ssize_t grown_cap = (*n + occ->n) * 2 + 16;
+            SideOcc *grown = PyMem_Realloc(*out, (size_t)grown_cap * sizeof(SideOcc));
+            if (!grown) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            *out = grown;
+            *cap = grown_cap;
+        }
+        /* the pattern's items in field fi are its spans there, in the same order */
+        Py_ssize_t i = 0;
+        for (Py_ssize_t k = 0; k < entry->count && i < occ->n; k++) {
+            if (c->items[entry->first + k].fi != fi) continue;
+            (*out)[(*n)++] = (SideOcc){occ->spans[i++], entry->first + k};
+        }
+        if (i != occ->n) {
+            PyErr_SetString(PyExc_RuntimeError, "a pattern's hits and spans differ");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int add_item(Hits *h, const Item *item) {
+    if (h->n == h->cap) {
+        Py_ssize_t cap = h->cap * 2 + 16;
+        Item *grown = PyMem_Realloc(h->items, (size_t)cap * sizeof(Item));
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        h->items = grown;
+        h->cap = cap;
+    }
+    h->items[h->n++] = *item;
+    return 0;
+}
+
+/* Engine._near_python(spec, scan, into): the hits of every pair of a NEAR within the
+ * distance (the left patterns pids[:nleft], the right ones the next nright), added to h:
+ * 0, 2 to leave it to Python (a regex, texts that do not line up, astral characters), -1. */
+static int near_pairs(Near *near, PyObject *spec_obj, Call *c, const int32_t *pids,
+                      Py_ssize_t nleft, Py_ssize_t nright, Hits *h) {
+    Matcher *self = c->self;
+    const NearSpec *spec = near_spec(near, spec_obj);
+    if (!spec) return -1;
+    if (spec->regex) return 2;
+    long left = 0, right = 0;
+    for (Py_ssize_t j = 0; j < nleft + nright; j++) {
+        int32_t pid = pids[j];
+        if (!((c->present[pid >> 3] >> (pid & 7)) & 1)) continue;
+        long fields = found_fields(c, self->pid_sid[pid]);
+        if (j < nleft) left |= fields;
+        else right |= fields;
+    }
+    long both = left & spec->mask & right;
+    SideOcc *lefts = NULL, *rights = NULL;
+    Py_ssize_t nl, nr, capl = 0, capr = 0;
+    int rc = 0;
+    for (int fi = 0; fi < 8 && both && !rc; fi++) {
+        if (!((both >> fi) & 1)) continue;
+        nl = nr = 0;
+        if (side_occurrences(c, pids, nleft, fi, &lefts, &nl, &capl) < 0 ||
+            side_occurrences(c, pids + nleft, nright, fi, &rights, &nr, &capr) < 0) {
+            rc = -1;
+            break;
+        }
+        if (!nl || !nr) continue;
+        PyObject *text;
+        int got = near_text(spec, c->norms, fi, &text);
+        if (got != 1) {
+            rc = got;
+            break;
+        }
+        int kind = PyUnicode_KIND(text);
+        const void *data = PyUnicode_DATA(text);
+        for (Py_ssize_t a = 0; a < nl && !rc; a++) {
+            for (Py_ssize_t b = 0; b < nr && !rc; b++) {
+                if (!close_enough(near, kind, data, spec->ordered, spec->distance, lefts[a].span,
+                                  rights[b].span))
+                    continue;
+                /* by index: pid_hits may have moved the items */
+                Item x = c->items[lefts[a].item], y = c->items[rights[b].item];
+                if (add_item(h, &x) < 0 || add_item(h, &y) < 0) rc = -1;
+                h->filtered = 1; /* sort them, and drop those there twice */
+            }
+        }
+        Py_DECREF(text);
+    }
+    PyMem_Free(lefts);
+    PyMem_Free(rights);
+    return rc;
 }
 
 static PyMethodDef Near_methods[] = {

@@ -61,7 +61,7 @@ import dataclasses
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import chain, product
 from typing import Any, TypeVar, cast
 
@@ -262,6 +262,27 @@ class _Written:
     extra: bool
     free: Groups
     guarded: tuple[Groups, ...]
+    # Where the same tests and hit statements start in _Codegen.code (-1: none), for the
+    # compiled matcher: (test, exclusions, guard conditions, hit statements).
+    code: tuple[int, tuple[int, ...], tuple[int, ...], int] = (-1, (), (), -1)
+
+
+# The compiled matcher's code (bot/rules/_speedups.c, ``eval_node`` and ``run_hits``): each
+# node is [op, size, …] with size its length in ints, header included.
+_OP_ANY = 1  # [op, size, field mask, sid…]: one of the searches occurs in one of the fields
+_OP_AND = 2  # [op, size, node…]
+_OP_OR = 3  # [op, size, node…]
+_OP_NOT = 4  # [op, size, node]
+_OP_NEAR = 5  # [op, size, constant]: Engine.near(constant, scan, None)
+_OP_CALL = 6  # [op, size, constant]: constant(scan), for feed: and lang:
+_ST_GROUP = 7  # [op, size, field mask, pid…]: the group's hits
+_ST_NEAR = 8  # [op, size, constant, left pid count, pid…, pid…]: a NEAR's pairs
+_ST_IF = 9  # [op, size, node, statement…]: the statements when the node holds
+_ST_ALL = 10  # [op, size, statement…]: a rule's hit statements
+
+# A hit statement of _Codegen.hits: ("group", mask, patterns), ("near", node, mask) or
+# ("if", node, mask, statements).
+_Statement = tuple[Any, ...]
 
 
 class Scan:
@@ -453,7 +474,7 @@ class Engine:
             for sid in {self.sid(p) for p in rule_patterns(rule)}:
                 self._uses += [0] * (sid + 1 - len(self._uses))
                 self._uses[sid] += 1
-        codegen = _Codegen(self)
+        codegen = _Codegen(self, code=[] if self._compiled is not None else None)
         self._query = _Layer([], 0)
         self._layers: list[_Layer] = []  # exclusion layers: the n-th exclusion of each rule
         layered: list[tuple[_Layer, int, _Cnf]] = []
@@ -526,7 +547,7 @@ class Engine:
         self._regexes = [(sid, s) for sid, s in enumerate(self.searches) if s.pattern.regex]
         self._needs_cs = any(not s.casefold for s in self.searches)
         self._word = word_chars()
-        self._matcher = self._compiled_matcher()
+        self._matcher = self._compiled_matcher(codegen)
         self._new_occurrences: Callable[[], Any] = (
             self._compiled.Occurrences if self._compiled is not None else lambda: None)
         self._positions_by_sid = []  # only the compiled matcher needed them
@@ -535,10 +556,11 @@ class Engine:
 
     # --- compiling ---------------------------------------------------------------------
 
-    def _compiled_matcher(self) -> Any:
+    def _compiled_matcher(self, codegen: _Codegen) -> Any:
         """:meth:`_decide` and :meth:`_matches`, compiled (bot/rules/_speedups.c), or None."""
         compiled = self._compiled
-        if compiled is None or _new_match is Match or _new_hit is Hit:  # not of that shape
+        if (compiled is None or codegen.code is None
+                or _new_match is Match or _new_hit is Hit):  # not of that shape
             return None
         rules = len(self.programs)
         stride = self._stride
@@ -552,17 +574,20 @@ class Engine:
         def layer(lay: _Layer, members: int) -> tuple[list[int], int, bytes, bytes]:
             return lay.slots, lay.neg, per_rule(members), per_rule(lay.exact)
 
+        starts = [w.code for w in codegen.written]
         return compiled.Matcher(
             stride,
-            [(p.extra is None, groups(p.free),
-              [(condition, groups(parts)) for condition, parts in p.guarded],
-              p.rule_id, p.version, p.test, p.excludes, p.tracked) for p in self.programs],
+            [(groups(p.free), [(at, groups(parts)) for at, (_, parts) in zip(
+                guards, p.guarded, strict=True)], p.rule_id, p.version, test, excludes,
+              p.tracked, hits)
+             for p, (test, excludes, guards, hits) in zip(self.programs, starts, strict=True)],
             self.pids_of, self.pid_sid, self.pid_label, [s.casefold for s in self.searches],
             TEXT_FIELDS, Match, Hit,
             self._init.to_bytes((rules * stride + 7) >> 3, "little"),
             self._positions_by_sid,
             layer(self._query, _bits(i * stride for i in range(rules))),
-            [layer(lay, lay.members) for lay in self._layers])
+            [layer(lay, lay.members) for lay in self._layers],
+            codegen.code, codegen.code_constants, self._near_compiled, self._near_python)
 
     def sid(self, pattern: Pattern) -> int:
         sid = self._sid_by_pattern.get(id(pattern))  # patterns are shared: a quick way in
@@ -1181,6 +1206,10 @@ def rule_patterns(rule: Rule) -> list[Pattern]:
     return patterns
 
 
+def _feed_is(scan: Scan, name: str) -> bool:
+    return scan.feed_name == name or name in scan.feed_tags
+
+
 def _lang_is(scan: Scan, code: str) -> bool:
     lang = (scan.entry.language or "").casefold().replace("_", "-")
     return lang == code or lang.startswith(code + "-")
@@ -1197,6 +1226,9 @@ class _Codegen:
     source: list[str] = field(default_factory=list)
     written: list[_Written] = field(default_factory=list)
     _uses_masks: set[int] = field(default_factory=set)
+    # The same tests and hit statements as code for the compiled matcher, or None without it.
+    code: list[int] | None = None
+    code_constants: list[Any] = field(default_factory=list)
 
     def const(self, value: Any) -> str:
         self.constants.append(value)
@@ -1225,7 +1257,7 @@ class _Codegen:
             return f"(d.feed_name == {name} or {name} in d.feed_tags)"
         if isinstance(node, LangIs):
             return f"lang(d, {self.const(node.code)})"
-        spec = self._near(node, mask)
+        spec = self.const(self._near(node, mask))
         return (f"({self._leaf_truth(node.left.patterns, mask)} and "
                 f"{self._leaf_truth(node.right.patterns, mask)} and near({spec}, d, None))")
 
@@ -1236,7 +1268,7 @@ class _Codegen:
             return f"(F({sids[0]}, 0) & {mask})"
         return f"(not {self._present(mask)}.isdisjoint({self.const(frozenset(sids))}))"
 
-    def _near(self, node: Proximity, mask: int) -> str:
+    def _near(self, node: Proximity, mask: int) -> _Near:
         engine = self.engine
         engine.fields_used |= mask
         sides: list[dict[int, tuple[str, ...]]] = []
@@ -1251,46 +1283,124 @@ class _Codegen:
         kinds = {s.casefold for s in searches}
         casefold = kinds.pop() if len(kinds) == 1 and not any(
             s.pattern.regex for s in searches) else None
-        return self.const(_Near(left, right, frozenset(left), frozenset(right), node.distance,
-                                node.ordered, mask, casefold,
-                                any(s.pattern.regex for s in searches)))
+        return _Near(left, right, frozenset(left), frozenset(right), node.distance,
+                     node.ordered, mask, casefold, any(s.pattern.regex for s in searches))
 
-    def hits(self, node: Compiled, mask: int, indent: str,
+    def hits(self, node: Compiled, mask: int,
              free: dict[int, list[Pattern]] | None,
-             guarded: list[tuple[str, set[int], dict[int, list[Pattern]]]] | None = None,
-             ) -> list[str]:
-        """Statements adding to ``out`` the hit keys that made a *true* ``node`` true: the
-        occurrences :func:`bot.rules.match.evaluate` returns for it. Terms that need no
-        condition go to ``free`` (by field mask) instead, when it is given; an AND inside an
-        OR whose terms need no other condition goes to ``guarded`` (its test, its terms)."""
+             guarded: list[tuple[str, set[int], dict[int, list[Pattern]], Compiled, int]]
+             | None = None) -> list[_Statement]:
+        """Statements adding the hits that made a *true* ``node`` true: the occurrences
+        :func:`bot.rules.match.evaluate` returns for it. Terms that need no condition go to
+        ``free`` (by field mask) instead, when it is given; an AND inside an OR whose terms
+        need no other condition goes to ``guarded`` (its test, the masks the test uses, its
+        terms, and the AND itself with its mask)."""
         if isinstance(node, Leaf):
             if free is not None:
                 free.setdefault(mask, []).extend(node.patterns)
                 return []
-            return [f"{indent}out += G({self.engine.group(node.patterns, mask)})"]
+            return [("group", mask, node.patterns)]
         if isinstance(node, InField):
-            return self.hits(node.child, 1 << _FIELD_INDEX[node.field], indent, free, guarded)
+            return self.hits(node.child, 1 << _FIELD_INDEX[node.field], free, guarded)
         if isinstance(node, Proximity):
-            return [f"{indent}near({self._near(node, mask)}, d, out)"]
+            return [("near", node, mask)]
         if isinstance(node, AllOf | AnyOf):
-            lines: list[str] = []
+            statements: list[_Statement] = []
             for child in node.children:
                 if isinstance(node, AnyOf) and _needs_guard(child):
                     if guarded is not None:
                         terms: dict[int, list[Pattern]] = {}
-                        if not self.hits(child, mask, indent, terms):
+                        if not self.hits(child, mask, terms):
                             outer, self._uses_masks = self._uses_masks, set()
-                            guarded.append((self.truth(child, mask), self._uses_masks, terms))
+                            guarded.append((self.truth(child, mask), self._uses_masks, terms,
+                                            child, mask))
                             self._uses_masks |= outer
                             continue
-                    inner = self.hits(child, mask, indent + "    ", None)
+                    inner = self.hits(child, mask, None)
                     if inner:
-                        lines.append(f"{indent}if {self.truth(child, mask)}:")
-                        lines += inner
+                        statements.append(("if", child, mask, inner))
                 else:
-                    lines += self.hits(child, mask, indent, free, guarded)
-            return lines
+                    statements += self.hits(child, mask, free, guarded)
+            return statements
         return []  # NOT, feed:, lang: name no text
+
+    def _lines(self, statements: list[_Statement], indent: str) -> list[str]:
+        """The statements as Python, adding to ``out``."""
+        lines: list[str] = []
+        for statement in statements:
+            if statement[0] == "group":
+                _, mask, patterns = statement
+                lines.append(f"{indent}out += G({self.engine.group(patterns, mask)})")
+            elif statement[0] == "near":
+                _, node, mask = statement
+                lines.append(f"{indent}near({self.const(self._near(node, mask))}, d, out)")
+            else:
+                _, node, mask, inner = statement
+                lines.append(f"{indent}if {self.truth(node, mask)}:")
+                lines += self._lines(inner, indent + "    ")
+        return lines
+
+    # --- the same as code for the compiled matcher (see _OP_ANY) ------------------------
+
+    def _emit(self, op: int, body: list[int]) -> list[int]:
+        return [op, len(body) + 2, *body]
+
+    def _code_constant(self, value: Any) -> int:
+        self.code_constants.append(value)
+        return len(self.code_constants) - 1
+
+    def node(self, node: Compiled, mask: int) -> list[int]:
+        """:meth:`truth` as code."""
+        if isinstance(node, Leaf):
+            return self._any(node.patterns, mask)
+        if isinstance(node, AllOf):
+            return self._emit(_OP_AND, [x for c in node.children for x in self.node(c, mask)])
+        if isinstance(node, AnyOf):
+            leaves = [p for c in node.children if isinstance(c, Leaf) for p in c.patterns]
+            body = self._any(leaves, mask) if leaves else []
+            for c in node.children:
+                if not isinstance(c, Leaf):
+                    body += self.node(c, mask)
+            return self._emit(_OP_OR, body)
+        if isinstance(node, Negate):
+            return self._emit(_OP_NOT, self.node(node.child, mask))
+        if isinstance(node, InField):
+            return self.node(node.child, 1 << _FIELD_INDEX[node.field])
+        if isinstance(node, FeedIs):
+            return self._emit(_OP_CALL, [self._code_constant(partial(_feed_is, name=node.name))])
+        if isinstance(node, LangIs):
+            return self._emit(_OP_CALL, [self._code_constant(partial(_lang_is, code=node.code))])
+        near = self._emit(_OP_NEAR, [self._code_constant(self._near(node, mask))])
+        return self._emit(_OP_AND, [*self._any(node.left.patterns, mask),
+                                    *self._any(node.right.patterns, mask), *near])
+
+    def _any(self, patterns: Iterable[Pattern], mask: int) -> list[int]:
+        return self._emit(_OP_ANY, [mask, *sorted({self.engine.sid(p) for p in patterns})])
+
+    def statements(self, statements: list[_Statement]) -> list[int]:
+        """:meth:`_lines` as code."""
+        code: list[int] = []
+        engine = self.engine
+        for statement in statements:
+            if statement[0] == "group":
+                _, mask, patterns = statement
+                code += self._emit(_ST_GROUP, [mask, *sorted({engine.pid(p) for p in patterns})])
+            elif statement[0] == "near":
+                _, node, mask = statement
+                left = sorted({engine.pid(p) for p in node.left.patterns})
+                right = sorted({engine.pid(p) for p in node.right.patterns})
+                code += self._emit(_ST_NEAR, [self._code_constant(self._near(node, mask)),
+                                              len(left), *left, *right])
+            else:
+                _, node, mask, inner = statement
+                code += self._emit(_ST_IF, [*self.node(node, mask), *self.statements(inner)])
+        return code
+
+    def _at(self, code: list[int]) -> int:
+        """Add ``code`` to :attr:`code`: where it starts."""
+        assert self.code is not None
+        self.code += code
+        return len(self.code) - len(code)
 
     def program(self, rule: Rule, *, test: bool) -> None:
         """Write the functions for ``rule`` (its test only when ``test``)."""
@@ -1308,8 +1418,9 @@ class _Codegen:
         # A false term has no occurrences, so every term outside an AND-inside-an-OR can be
         # collected without a condition: merged into one group per field mask.
         free: dict[int, list[Pattern]] = {}
-        guarded: list[tuple[str, set[int], dict[int, list[Pattern]]]] = []
-        lines = self.hits(rule.compiled, mask, "    ", free, guarded)
+        guarded: list[tuple[str, set[int], dict[int, list[Pattern]], Compiled, int]] = []
+        statements = self.hits(rule.compiled, mask, free, guarded)
+        lines = self._lines(statements, "    ")
         if rule.track_list is not None:
             free.setdefault(mask, []).extend(rule.track_list.patterns)
         if lines:
@@ -1317,11 +1428,19 @@ class _Codegen:
             self.source.append(f"def h{n}(d):\n    F = d.fields_of.get\n    G = d.group\n"
                                f"{prologue}    out = []\n"
                                + "".join(line + "\n" for line in lines) + "    return out\n")
-        for k, (body, used, _) in enumerate(guarded):
+        for k, (body, used, *_) in enumerate(guarded):
             self._function(f"g{n}_{k}", body, used)
+        code: tuple[int, tuple[int, ...], tuple[int, ...], int] = (-1, (), (), -1)
+        if self.code is not None:
+            at = self._at
+            code = (at(self.node(rule.compiled, mask)) if test else -1,
+                    tuple(at(self.node(node, mask)) for _, node in rule.compiled_excludes),
+                    tuple(at(self.node(child, m)) for *_, child, m in guarded),
+                    at(self._emit(_ST_ALL, self.statements(statements))) if statements else -1)
         self.written.append(_Written(rule, test, len(rule.compiled_excludes), bool(lines),
                                      self._groups(free),
-                                     tuple(self._groups(terms) for _, _, terms in guarded)))
+                                     tuple(self._groups(terms) for _, _, terms, *_ in guarded),
+                                     code))
 
     def _groups(self, terms: dict[int, list[Pattern]]) -> Groups:
         for m in terms:
