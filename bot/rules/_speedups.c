@@ -31,6 +31,19 @@
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
+#if defined(__GNUC__) || defined(__clang__)
+#define CTZ64(x) __builtin_ctzll(x)
+#else
+static inline int CTZ64(uint64_t x) {
+    int n = 0;
+    while (!(x & 1)) {
+        x >>= 1;
+        n++;
+    }
+    return n;
+}
+#endif
+
 static inline uint64_t hash_step(uint64_t h, Py_UCS4 c) { return (h ^ (uint64_t)c) * FNV_PRIME; }
 static inline uint64_t hash_done(uint64_t h) { return h ? h : 1; } /* 0 marks an empty slot */
 
@@ -48,14 +61,17 @@ typedef struct {
     Py_ssize_t nvalues;
 } Key;
 
-/* Open addressing: a hash → the candidates (key indexes) filed under it. */
+/* Open addressing: a hash → the candidates filed under it. */
 struct Slot {
     uint64_t hash; /* 0: empty */
-    int32_t first, count;
+    int32_t first, count; /* its candidates' records: recs[first:], one after the other */
 };
+/* A candidate's record, all that checking it reads, in one place: its length, number of
+ * values, key index, characters, and (sid, flags) for each value (V_LEFT…). */
+enum { V_LEFT = 1, V_RIGHT = 2, V_PREFIX = 4, V_EXACT = 8 };
 typedef struct {
     struct Slot *slots; /* hash, and where its candidates are: one cache line per probe */
-    int32_t *cands;
+    uint32_t *recs;
     uint64_t mask;
     Py_ssize_t size;
     /* A bit per hash's high bits (16 per key): most probes miss, and this answers them
@@ -85,7 +101,7 @@ enum { C_WORD = 1, C_STARTS = 2 };
 static void table_free(Table *t) {
     PyMem_Free(t->bloom);
     PyMem_Free(t->slots);
-    PyMem_Free(t->cands);
+    PyMem_Free(t->recs);
     memset(t, 0, sizeof(*t));
 }
 
@@ -140,18 +156,45 @@ static int filed_order(const void *a, const void *b) {
 }
 
 /* Build a table from (hash, key) pairs: sorted, so that one hash's candidates lie together. */
-static int table_build(Table *t, Filed *filed, Py_ssize_t n) {
+static int table_build(Table *t, const Key *keys, Filed *filed, Py_ssize_t n) {
     qsort(filed, (size_t)n, sizeof(Filed), filed_order);
-    Py_ssize_t distinct = 0;
-    for (Py_ssize_t i = 0; i < n; i++)
+    Py_ssize_t distinct = 0, nrecs = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
         if (i == 0 || filed[i].hash != filed[i - 1].hash) distinct++;
+        const Key *key = &keys[filed[i].key];
+        nrecs += 3 + key->len + 2 * key->nvalues;
+    }
+    if (nrecs > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many keys for one scanner");
+        return -1;
+    }
     Py_ssize_t size = 8;
     while (size < 2 * distinct) size <<= 1;
     t->slots = PyMem_Calloc((size_t)size, sizeof(struct Slot));
-    t->cands = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int32_t));
-    if (!t->slots || !t->cands) {
+    t->recs = PyMem_Calloc((size_t)(nrecs ? nrecs : 1), sizeof(uint32_t));
+    if (!t->slots || !t->recs) {
         PyErr_NoMemory();
         return -1;
+    }
+    int32_t *rec_at = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int32_t));
+    if (!rec_at) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint32_t *r = t->recs;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Key *key = &keys[filed[i].key];
+        rec_at[i] = (int32_t)(r - t->recs);
+        *r++ = (uint32_t)key->len;
+        *r++ = (uint32_t)key->nvalues;
+        *r++ = (uint32_t)filed[i].key;
+        for (Py_ssize_t c = 0; c < key->len; c++) *r++ = key->chars[c];
+        for (Py_ssize_t v = 0; v < key->nvalues; v++) {
+            const Value *value = &key->values[v];
+            *r++ = (uint32_t)value->sid;
+            *r++ = (value->left ? V_LEFT : 0) | (value->right ? V_RIGHT : 0) |
+                   (value->prefix ? V_PREFIX : 0) | (value->exact ? V_EXACT : 0);
+        }
     }
     t->mask = (uint64_t)size - 1;
     t->size = size;
@@ -168,16 +211,16 @@ static int table_build(Table *t, Filed *filed, Py_ssize_t n) {
         t->bloom[b >> 3] |= (uint8_t)(1 << (b & 7));
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        t->cands[i] = filed[i].key;
         if (i > 0 && filed[i].hash == filed[i - 1].hash) continue;
         uint64_t slot = filed[i].hash & t->mask;
         while (t->slots[slot].hash) slot = (slot + 1) & t->mask;
         t->slots[slot].hash = filed[i].hash;
-        t->slots[slot].first = (int32_t)i;
+        t->slots[slot].first = rec_at[i];
         Py_ssize_t j = i;
         while (j < n && filed[j].hash == filed[i].hash) j++;
         t->slots[slot].count = (int32_t)(j - i);
     }
+    PyMem_Free(rec_at);
     return 0;
 }
 
@@ -306,7 +349,7 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         }
     }
     for (int i = 0; i < NTABLES; i++)
-        if (table_build(&self->tables[i], filed[i], nfiled[i]) < 0) goto done;
+        if (table_build(&self->tables[i], self->keys, filed[i], nfiled[i]) < 0) goto done;
     for (Py_ssize_t c = 0; c < 65536; c++)
         self->cls[c] = (uint8_t)(((self->word[c >> 3] >> (c & 7)) & 1) * C_WORD |
                                  ((self->starts[c >> 3] >> (c & 7)) & 1) * C_STARTS);
@@ -631,37 +674,40 @@ static int emit(Search *s, int fi, Occurrences *occurrences, PyObject *fields_of
 }
 
 /* Key ``k`` where its text starts at ``start``, if it does: Engine._search's steps. */
-static int try_key(Search *s, int32_t k, Py_ssize_t start) {
-    const Key *key = &s->self->keys[k];
-    Py_ssize_t stop = start + key->len;
+/* Check a candidate (its record, see Table) at ``start``: 0, or -1. */
+static int try_key(Search *s, const uint32_t *rec, Py_ssize_t start) {
+    Py_ssize_t len = rec[0], nvalues = rec[1];
+    Py_ssize_t stop = start + len;
     if (stop > s->n) return 0;
-    if (memcmp(s->text + start, key->chars, (size_t)key->len * sizeof(Py_UCS4))) return 0;
-    for (Py_ssize_t v = 0; v < key->nvalues; v++) {
-        const Value *value = &key->values[v];
-        if (value->exact) {
-            if (!s->exact || value->exact_len != key->len ||
-                memcmp(s->exact + start, value->exact, (size_t)key->len * sizeof(Py_UCS4)))
+    if (memcmp(s->text + start, rec + 3, (size_t)len * sizeof(Py_UCS4))) return 0;
+    const uint32_t *values = rec + 3 + len;
+    for (Py_ssize_t v = 0; v < nvalues; v++) {
+        uint32_t flags = values[2 * v + 1];
+        if (flags & V_EXACT) {
+            const Value *value = &s->self->keys[rec[2]].values[v];
+            if (!s->exact || value->exact_len != len ||
+                memcmp(s->exact + start, value->exact, (size_t)len * sizeof(Py_UCS4)))
                 continue;
         }
-        if (value->left && start) {
+        if ((flags & V_LEFT) && start) {
             int w = is_word(s->self, s->text[start - 1]);
             if (w < 0) return -1;
             if (w) continue;
         }
         Py_ssize_t end = stop;
-        if (value->prefix) {
+        if (flags & V_PREFIX) {
             while (end < s->n) {
                 int w = is_word(s->self, s->text[end]);
                 if (w < 0) return -1;
                 if (!w) break;
                 end++;
             }
-        } else if (value->right && end < s->n) {
+        } else if ((flags & V_RIGHT) && end < s->n) {
             int w = is_word(s->self, s->text[end]);
             if (w < 0) return -1;
             if (w) continue;
         }
-        if (add(s, value->sid, start, end) < 0) return -1;
+        if (add(s, (int32_t)values[2 * v], start, end) < 0) return -1;
     }
     return 0;
 }
@@ -669,9 +715,11 @@ static int try_key(Search *s, int32_t k, Py_ssize_t start) {
 static int try_filed(Search *s, const Table *t, uint64_t h, Py_ssize_t start) {
     Py_ssize_t slot = table_find(t, h);
     if (slot < 0) return 0;
-    const int32_t *cands = t->cands + t->slots[slot].first;
-    for (int32_t i = 0; i < t->slots[slot].count; i++)
-        if (try_key(s, cands[i], start) < 0) return -1;
+    const uint32_t *rec = t->recs + t->slots[slot].first;
+    for (int32_t i = 0; i < t->slots[slot].count; i++) {
+        if (try_key(s, rec, start) < 0) return -1;
+        rec += 3 + rec[0] + 2 * rec[1];
+    }
     return 0;
 }
 
@@ -870,7 +918,7 @@ typedef struct {
     Py_ssize_t stride;
     Program *programs;
     Py_ssize_t nprograms;
-    int32_t **pids_of; /* sid → its pids, ended by -1 */
+    int32_t **pids_of; /* sid → its pids, ended by -1 (until packed into ``searches``) */
     Py_ssize_t nsids;
     int32_t *pid_sid;
     PyObject **pid_label;
@@ -882,8 +930,13 @@ typedef struct {
     Py_ssize_t hit_offsets[4];   /* field, start, end, term */
     Py_ssize_t nbytes;           /* of the accumulator: rules × stride bits */
     uint8_t *init;               /* the accumulator before any search is found */
-    uint8_t *always;             /* per rule: its query has no clause (its test decides) */
-    Contribution **contrib;      /* by sid, ended by one with positions == NULL */
+    uint64_t *always;            /* bit per rule: its query has no clause (its test decides) */
+    Contribution **contrib;      /* by sid, ended by one with positions == NULL (the same) */
+    /* What finding each search does, packed (one place in memory a search, not five):
+     * searches[search_at[sid]:] = npids, pid…, ncontributions, and for each contribution
+     * its field mask, npositions, and (position, rule index) for each position. */
+    int32_t *searches;
+    int32_t *search_at;
     Layer query;
     Layer *layers;
     Py_ssize_t nlayers;
@@ -976,6 +1029,8 @@ static void Matcher_dealloc(Matcher *self) {
         for (Py_ssize_t i = 0; i < self->nlayers; i++) layer_free(&self->layers[i]);
         PyMem_Free(self->layers);
     }
+    PyMem_Free(self->searches);
+    PyMem_Free(self->search_at);
     PyMem_Free(self->pid_sid);
     PyMem_Free(self->sid_casefold);
     PyMem_Free(self->init);
@@ -1234,6 +1289,54 @@ static inline int acc_bit(const uint8_t *acc, Py_ssize_t position) {
     return (acc[position >> 3] >> (position & 7)) & 1;
 }
 
+/* Pack pids_of and contrib into searches (see Matcher), and free them. */
+static int pack_searches(Matcher *self) {
+    Py_ssize_t size = 0;
+    for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
+        size += 2;
+        for (const int32_t *pid = self->pids_of[sid]; *pid >= 0; pid++) size++;
+        for (const Contribution *con = self->contrib[sid]; con->positions; con++)
+            size += 2 + 2 * con->npositions;
+    }
+    if (size > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many rules for one matcher");
+        return -1;
+    }
+    self->searches = PyMem_Malloc((size_t)(size ? size : 1) * sizeof(int32_t));
+    self->search_at = PyMem_Malloc((size_t)(self->nsids ? self->nsids : 1) * sizeof(int32_t));
+    if (!self->searches || !self->search_at) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int32_t *out = self->searches;
+    for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
+        self->search_at[sid] = (int32_t)(out - self->searches);
+        int32_t *count = out++;
+        *count = 0;
+        for (const int32_t *pid = self->pids_of[sid]; *pid >= 0; pid++, ++*count) *out++ = *pid;
+        count = out++;
+        *count = 0;
+        for (const Contribution *con = self->contrib[sid]; con->positions; con++, ++*count) {
+            *out++ = (int32_t)con->mask;
+            *out++ = (int32_t)con->npositions;
+            for (Py_ssize_t j = 0; j < con->npositions; j++) {
+                *out++ = con->positions[j];
+                *out++ = (int32_t)(con->positions[j] / self->stride);
+            }
+        }
+        PyMem_Free(self->pids_of[sid]);
+        self->pids_of[sid] = NULL;
+        for (Contribution *con = self->contrib[sid]; con->positions; con++) PyMem_Free(con->positions);
+        PyMem_Free(self->contrib[sid]);
+        self->contrib[sid] = NULL;
+    }
+    PyMem_Free(self->pids_of);
+    self->pids_of = NULL;
+    PyMem_Free(self->contrib);
+    self->contrib = NULL;
+    return 0;
+}
+
 /* Matcher(stride, programs, pids_of, pid_sid, pid_label, sid_casefold, field_names,
  *         match_type, hit_type, init, contributions, query, layers)
  *   programs: by rule index, (native, free groups, guarded, rule id, version, test or None,
@@ -1383,9 +1486,10 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     }
     for (Py_ssize_t i = 0; i < self->nlayers; i++)
         if (layer_init(self, &self->layers[i], PyList_GET_ITEM(layers, i)) < 0) return -1;
+    if (pack_searches(self) < 0) return -1;
     /* A rule can match with no search found only when every slot of its query is set
      * beforehand (no clause: its test decides); every other needs a contribution. */
-    self->always = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    self->always = PyMem_Calloc((size_t)(n / 64 + 1), sizeof(uint64_t));
     if (!self->always) {
         PyErr_NoMemory();
         return -1;
@@ -1394,7 +1498,7 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
         int all = 1;
         for (Py_ssize_t j = 0; j < self->query.nslots && all; j++)
             all = acc_bit(self->init, i * stride + self->query.slots[j]);
-        self->always[i] = (uint8_t)all;
+        if (all) self->always[i >> 6] |= 1ULL << (i & 63);
         if (!self->query.exact[i] && self->programs[i].test < 0) {
             PyErr_Format(PyExc_ValueError, "rule %zd: not decided by its clauses, and no test", i);
             return -1;
@@ -2053,7 +2157,9 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
     }
     if (!PyArg_ParseTuple(args, "Oy*O", &scan, &scope, &fallback)) return NULL;
     PyObject *out = NULL;
-    uint8_t *acc = NULL, *touched = NULL;
+    uint8_t *acc = NULL;
+    uint64_t *touched = NULL; /* bit per rule: some search it has was found (or always) */
+    Py_ssize_t words = self->nprograms / 64 + 1;
     Call c;
     if (call_open(&c, self, scan) < 0) goto done;
     if (scope.len != self->nprograms) {
@@ -2061,68 +2167,77 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
         goto done;
     }
     acc = PyMem_Malloc((size_t)(self->nbytes ? self->nbytes : 1));
-    touched = PyMem_Malloc((size_t)(self->nprograms ? self->nprograms : 1));
+    touched = PyMem_Malloc((size_t)words * sizeof(uint64_t));
     if (!acc || !touched) {
         PyErr_NoMemory();
         goto done;
     }
     memcpy(acc, self->init, (size_t)self->nbytes);
-    memcpy(touched, self->always, (size_t)self->nprograms);
+    memcpy(touched, self->always, (size_t)words * sizeof(uint64_t));
     for (Py_ssize_t slot = 0; slot <= c.found_mask; slot++) {
         int32_t sid = c.found[slot].sid;
         long fields = c.found[slot].fields;
         if (sid < 0) continue;
-        for (const int32_t *pid = self->pids_of[sid]; *pid >= 0; pid++)
-            c.present[*pid >> 3] |= (uint8_t)(1 << (*pid & 7));
-        for (const Contribution *con = self->contrib[sid]; con->positions; con++) {
-            if (!(fields & con->mask)) continue;
-            for (Py_ssize_t j = 0; j < con->npositions; j++) {
-                int32_t p = con->positions[j];
-                acc[p >> 3] |= (uint8_t)(1 << (p & 7));
-                touched[p / self->stride] = 1;
+        const int32_t *at = self->searches + self->search_at[sid];
+        for (int32_t k = *at++; k > 0; k--, at++) c.present[*at >> 3] |= (uint8_t)(1 << (*at & 7));
+        for (int32_t k = *at++; k > 0; k--) {
+            int32_t mask = at[0], npositions = at[1];
+            at += 2;
+            if (fields & mask) {
+                for (int32_t j = 0; j < npositions; j++) {
+                    int32_t p = at[2 * j];
+                    acc[p >> 3] |= (uint8_t)(1 << (p & 7));
+                    int32_t rule = at[2 * j + 1];
+                    touched[rule >> 6] |= 1ULL << (rule & 63);
+                }
             }
+            at += 2 * npositions;
         }
     }
     if (!(out = PyList_New(0))) goto done;
     const uint8_t *admitted = scope.buf;
     int pids_set = 0;
-    for (Py_ssize_t index = 0; index < self->nprograms; index++) {
-        if (!touched[index] || !admitted[index]) continue;
-        Py_ssize_t base = index * self->stride;
-        if (!fires(&self->query, acc, base)) continue;
-        const Program *program = &self->programs[index];
-        if (!self->query.exact[index]) {
-            int holds = eval_node(&c, self->code + program->test);
-            if (holds < 0) goto fail;
-            if (!holds) continue;
-        }
-        int excluded = 0, maybe = 0;
-        for (Py_ssize_t l = 0; l < self->nlayers && !excluded; l++) {
-            const Layer *layer = &self->layers[l];
-            if (!layer->members[index] || !fires(layer, acc, base)) continue;
-            if (layer->exact[index]) excluded = 1;
-            else maybe = 1;
-        }
-        for (Py_ssize_t x = 0; maybe && !excluded && x < program->nexcludes; x++) {
-            excluded = eval_node(&c, self->code + program->excludes[x]);
-            if (excluded < 0) goto fail;
-        }
-        if (excluded) continue;
-        PyObject *match = program_match(&c, program);
-        if (match == Py_None) {
+    /* the rules touched, in order: Engine._matches's order */
+    for (Py_ssize_t w = 0; w < words; w++) {
+        for (uint64_t bits = touched[w]; bits; bits &= bits - 1) {
+            Py_ssize_t index = w * 64 + CTZ64(bits);
+            if (!admitted[index]) continue;
+            Py_ssize_t base = index * self->stride;
+            if (!fires(&self->query, acc, base)) continue;
+            const Program *program = &self->programs[index];
+            if (!self->query.exact[index]) {
+                int holds = eval_node(&c, self->code + program->test);
+                if (holds < 0) goto fail;
+                if (!holds) continue;
+            }
+            int excluded = 0, maybe = 0;
+            for (Py_ssize_t l = 0; l < self->nlayers && !excluded; l++) {
+                const Layer *layer = &self->layers[l];
+                if (!layer->members[index] || !fires(layer, acc, base)) continue;
+                if (layer->exact[index]) excluded = 1;
+                else maybe = 1;
+            }
+            for (Py_ssize_t x = 0; maybe && !excluded && x < program->nexcludes; x++) {
+                excluded = eval_node(&c, self->code + program->excludes[x]);
+                if (excluded < 0) goto fail;
+            }
+            if (excluded) continue;
+            PyObject *match = program_match(&c, program);
+            if (match == Py_None) {
+                Py_DECREF(match);
+                if (!pids_set && set_pids(&c) < 0) goto fail;
+                pids_set = 1;
+                PyObject *i = PyLong_FromSsize_t(index);
+                if (!i) goto fail;
+                match = PyObject_CallOneArg(fallback, i);
+                Py_DECREF(i);
+            }
+            if (!match || PyList_Append(out, match) < 0) {
+                Py_XDECREF(match);
+                goto fail;
+            }
             Py_DECREF(match);
-            if (!pids_set && set_pids(&c) < 0) goto fail;
-            pids_set = 1;
-            PyObject *i = PyLong_FromSsize_t(index);
-            if (!i) goto fail;
-            match = PyObject_CallOneArg(fallback, i);
-            Py_DECREF(i);
         }
-        if (!match || PyList_Append(out, match) < 0) {
-            Py_XDECREF(match);
-            goto fail;
-        }
-        Py_DECREF(match);
     }
     goto done;
 fail:
