@@ -1547,6 +1547,10 @@ typedef struct {
     Py_ssize_t nslots;
     Item *items;
     Py_ssize_t nitems, items_cap;
+    /* near_text's answers, per field and spec->casefold (False, True, None): 0 not asked
+     * yet, else its result (1 with the text, 2); the texts are references the call keeps */
+    int8_t near_state[8][3];
+    PyObject *near_text[8][3];
 } Call;
 
 /* getattr(obj, name) with the name's str made once (interned), not on every call. */
@@ -1630,6 +1634,8 @@ static int call_open(Call *c, Matcher *self, PyObject *scan) {
 }
 
 static void call_close(Call *c) {
+    for (int fi = 0; fi < 8; fi++)
+        for (int k = 0; k < 3; k++) Py_XDECREF(c->near_text[fi][k]);
     if (c->found != c->found_inline) PyMem_Free(c->found);
     Py_XDECREF(c->fields_of);
     Py_XDECREF(c->spans);
@@ -1736,53 +1742,66 @@ static PidHits *pid_hits(Call *c, int32_t pid) {
     long fields = field_mask(c, sid);
     if (fields == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t first = c->nitems;
-    PyObject *hits = PyList_New(0);
-    if (!hits) return NULL;
-    int clean = 1;
-    long last_fi = -1, last_end = 0;
-    for (int fi = 0; fi < PyTuple_GET_SIZE(self->field_names); fi++) {
+    /* The spans in each field's normalised text (shifted to the original), or, when the text
+     * does not map one to one, Scan.original's list, mapped piece by piece: counted first,
+     * so that the hits go straight into their tuple. */
+    const OccList *occs[8] = {NULL};
+    PyObject *lists[8] = {NULL};
+    long shifts[8] = {0};
+    Py_ssize_t total = 0;
+    PyObject *hits = NULL;
+    int nfields = (int)PyTuple_GET_SIZE(self->field_names);
+    for (int fi = 0; fi < nfields; fi++) {
         if (!((fields >> fi) & 1)) continue;
-        long shift;
-        int linear = linear_shift(c, fi, self->sid_casefold[sid], &shift);
+        int linear = linear_shift(c, fi, self->sid_casefold[sid], &shifts[fi]);
         if (linear < 0) goto fail;
-        /* The spans in the normalised text (shifted to the original), or, when the text
-         * does not map one to one, Scan.original's list, mapped piece by piece. */
-        const OccList *occ = NULL;
-        PyObject *found = NULL;
-        Py_ssize_t count;
         if (linear) {
-            occ = occ_find((Occurrences *)c->spans, ((long)sid << 3) | fi);
-            if (!occ) {
+            if (!(occs[fi] = occ_find((Occurrences *)c->spans, ((long)sid << 3) | fi))) {
                 PyErr_SetString(PyExc_KeyError, "a search found with no spans");
                 goto fail;
             }
-            count = occ->n;
+            total += occs[fi]->n;
         } else {
-            found = PyObject_CallMethod(c->scan, "original", "l", ((long)sid << 3) | fi);
-            shift = 0;
-            if (!found) goto fail;
-            if (!PyList_Check(found)) {
-                Py_XDECREF(found);
+            shifts[fi] = 0;
+            lists[fi] = PyObject_CallMethod(c->scan, "original", "l", ((long)sid << 3) | fi);
+            if (!lists[fi]) goto fail;
+            if (!PyList_Check(lists[fi])) {
                 PyErr_SetString(PyExc_TypeError, "spans: expected lists");
                 goto fail;
             }
-            count = PyList_GET_SIZE(found);
+            total += PyList_GET_SIZE(lists[fi]);
         }
+    }
+    if (c->nitems + total > c->items_cap) {
+        Py_ssize_t cap = (c->nitems + total) * 2 + 64;
+        Item *grown = PyMem_Realloc(c->items, (size_t)cap * sizeof(Item));
+        if (!grown) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        c->items = grown;
+        c->items_cap = cap;
+    }
+    if (!(hits = PyTuple_New(total))) goto fail;
+    int clean = 1;
+    long last_fi = -1, last_end = 0;
+    Py_ssize_t made = 0;
+    for (int fi = 0; fi < nfields; fi++) {
+        if (!((fields >> fi) & 1)) continue;
+        const OccList *occ = occs[fi];
+        Py_ssize_t count = occ ? occ->n : PyList_GET_SIZE(lists[fi]);
         PyObject *field_name = PyTuple_GET_ITEM(self->field_names, fi);
-        for (Py_ssize_t i = 0; i < count; i++) {
+        for (Py_ssize_t i = 0; i < count && made < total; i++) {
             long start, end;
             if (occ) {
                 start = (long)occ->spans[i].start;
                 end = (long)occ->spans[i].end;
             } else {
-                PyObject *span = PyList_GET_ITEM(found, i);
-                if (long_item(span, 0, &start) < 0 || long_item(span, 1, &end) < 0) {
-                    Py_XDECREF(found);
-                    goto fail;
-                }
+                PyObject *span = PyList_GET_ITEM(lists[fi], i);
+                if (long_item(span, 0, &start) < 0 || long_item(span, 1, &end) < 0) goto fail;
             }
-            start += shift;
-            end += shift;
+            start += shifts[fi];
+            end += shifts[fi];
             PyObject *s_obj = PyLong_FromLong(start), *e_obj = PyLong_FromLong(end), *hit = NULL;
             if (s_obj && e_obj) {
                 PyObject *values[4] = {field_name, s_obj, e_obj, label};
@@ -1790,44 +1809,26 @@ static PidHits *pid_hits(Call *c, int32_t pid) {
             }
             Py_XDECREF(s_obj);
             Py_XDECREF(e_obj);
-            if (c->nitems == c->items_cap) {
-                Py_ssize_t cap = c->items_cap ? c->items_cap * 2 : 64;
-                Item *grown = PyMem_Realloc(c->items, (size_t)cap * sizeof(Item));
-                if (!grown) {
-                    Py_XDECREF(hit);
-                    Py_XDECREF(found);
-                    PyErr_NoMemory();
-                    goto fail;
-                }
-                c->items = grown;
-                c->items_cap = cap;
-            }
-            int failed = !hit || PyList_Append(hits, hit) < 0;
-            Py_XDECREF(hit); /* the list (then the tuple) holds it */
-            if (failed) {
-                Py_XDECREF(found);
-                goto fail;
-            }
+            if (!hit) goto fail;
+            PyTuple_SET_ITEM(hits, made++, hit); /* the tuple holds it; the item borrows it */
             c->items[c->nitems++] = (Item){fi, start, end, label, hit};
             if (fi == last_fi && start < last_end) clean = 0;
             last_fi = fi;
             last_end = end;
         }
-        Py_XDECREF(found);
     }
-    PyObject *tuple = PyList_AsTuple(hits);
-    Py_DECREF(hits);
-    if (!tuple) {
-        c->nitems = first;
-        return NULL;
+    if (made != total) {
+        PyErr_SetString(PyExc_RuntimeError, "Scan.original changed a list it returned");
+        goto fail;
     }
-    /* the tuple holds the same Hit objects, so the items' borrowed references stay good */
+    for (int fi = 0; fi < 8; fi++) Py_XDECREF(lists[fi]);
     PidHits *entry = &c->pid_hits[c->npid_hits];
-    *entry = (PidHits){pid, clean || c->nitems - first == 1, first, c->nitems - first, tuple};
+    *entry = (PidHits){pid, clean || c->nitems - first == 1, first, c->nitems - first, hits};
     c->slots[slot] = (int32_t)(++c->npid_hits);
     return entry;
 fail:
-    Py_DECREF(hits);
+    for (int fi = 0; fi < 8; fi++) Py_XDECREF(lists[fi]);
+    Py_XDECREF(hits);
     c->nitems = first;
     return NULL;
 }
@@ -1980,7 +1981,7 @@ static int collect(Call *c, const Group *group, Hits *h) {
 }
 
 static int near_decide_in(Near *self, PyObject *spec_obj, PyObject *fields_of, PyObject *spans,
-                          PyObject *norms);
+                          PyObject *norms, Call *c);
 static int near_pairs(Near *near, PyObject *spec_obj, Call *c, const int32_t *pids,
                       Py_ssize_t nleft, Py_ssize_t nright, Hits *h);
 
@@ -2015,7 +2016,7 @@ static int eval_node(Call *c, const int32_t *node) {
         return r < 0 ? r : !r;
     case OP_NEAR: {
         PyObject *spec = PyTuple_GET_ITEM(self->constants, node[2]);
-        r = near_decide_in((Near *)self->near, spec, c->fields_of, c->spans, c->norms);
+        r = near_decide_in((Near *)self->near, spec, c->fields_of, c->spans, c->norms, c);
         if (r != 2) return r;
         PyObject *result = PyObject_CallFunctionObjArgs(self->near_python, spec, c->scan,
                                                         Py_None, NULL);
@@ -2832,10 +2833,11 @@ typedef struct {
     long sid, fields;
 } SideSearch;
 
-/* The searches of a side found in some field (those of ``sids`` in fields_of), with those
- * fields: *n of them in *out (PyMem), and their fields ORed, or -1. */
+/* The searches of a side found in some field (those of ``sids`` in fields_of, or in the
+ * matcher's call ``c`` when given), with those fields: *n of them in *out (PyMem), and their
+ * fields ORed, or -1. */
 static long side_found(PyObject *const *sids, Py_ssize_t nsids, PyObject *fields_of,
-                       SideSearch **out, Py_ssize_t *n) {
+                       const Call *c, SideSearch **out, Py_ssize_t *n) {
     *out = PyMem_Malloc((size_t)(nsids ? nsids : 1) * sizeof(SideSearch));
     if (!*out) {
         PyErr_NoMemory();
@@ -2844,13 +2846,19 @@ static long side_found(PyObject *const *sids, Py_ssize_t nsids, PyObject *fields
     *n = 0;
     long all = 0;
     for (Py_ssize_t i = 0; i < nsids; i++) {
-        PyObject *found = PyDict_GetItemWithError(fields_of, sids[i]); /* borrowed */
-        if (!found) {
-            if (PyErr_Occurred()) return -1;
-            continue;
+        long v = PyLong_AsLong(sids[i]), f;
+        if (v == -1 && PyErr_Occurred()) return -1;
+        if (c) {
+            if (v < 0 || v > INT32_MAX || !(f = found_fields(c, (int32_t)v))) continue;
+        } else {
+            PyObject *found = PyDict_GetItemWithError(fields_of, sids[i]); /* borrowed */
+            if (!found) {
+                if (PyErr_Occurred()) return -1;
+                continue;
+            }
+            f = PyLong_AsLong(found);
+            if (f == -1 && PyErr_Occurred()) return -1;
         }
-        long v = PyLong_AsLong(sids[i]), f = PyLong_AsLong(found);
-        if (PyErr_Occurred()) return -1;
         (*out)[(*n)++] = (SideSearch){v, f};
         all |= f;
     }
@@ -2930,10 +2938,23 @@ static int near_text(const NearSpec *spec, PyObject *norms, int fi, PyObject **o
     return 1;
 }
 
-/* Engine.near(spec, scan, None) from the scan's fields_of, _found and norms: 1, 0, 2 to
- * decide in Python (see above), or -1. */
+/* near_text, asked once per field and kind in a matcher's call. */
+static int call_near_text(Call *c, const NearSpec *spec, int fi, PyObject **out) {
+    int k = spec->casefold == Py_None ? 2 : spec->casefold == Py_True;
+    if (!c->near_state[fi][k]) {
+        int got = near_text(spec, c->norms, fi, &c->near_text[fi][k]);
+        if (got < 0) return -1;
+        c->near_state[fi][k] = (int8_t)got;
+    }
+    *out = c->near_text[fi][k];
+    Py_XINCREF(*out);
+    return c->near_state[fi][k];
+}
+
+/* Engine.near(spec, scan, None) from the scan's fields_of, _found and norms (or, in a
+ * matcher's call, from ``c``): 1, 0, 2 to decide in Python (see above), or -1. */
 static int near_decide_in(Near *self, PyObject *spec_obj, PyObject *fields_of, PyObject *spans,
-                          PyObject *norms) {
+                          PyObject *norms, Call *c) {
     Span *lefts = NULL, *rights = NULL, *reach = NULL;
     SideSearch *left_found = NULL, *right_found = NULL;
     Py_ssize_t nl = 0, nr = 0, capl = 0, capr = 0, nleft = 0, nright = 0;
@@ -2945,10 +2966,11 @@ static int near_decide_in(Near *self, PyObject *spec_obj, PyObject *fields_of, P
         goto done;
     }
     long distance = spec->distance, mask = spec->mask, ordered = spec->ordered;
-    long left = side_found(spec->left, spec->nleft, fields_of, &left_found, &nleft);
+    long left = side_found(spec->left, spec->nleft, fields_of, c, &left_found, &nleft);
     if (left < 0) goto done;
     left &= mask;
-    long right = left ? side_found(spec->right, spec->nright, fields_of, &right_found, &nright) : 0;
+    long right = left ? side_found(spec->right, spec->nright, fields_of, c, &right_found, &nright)
+                      : 0;
     if (right < 0) goto done;
     long both = left & right;
     for (int fi = 0; fi < 8 && both; fi++) {
@@ -2959,7 +2981,7 @@ static int near_decide_in(Near *self, PyObject *spec_obj, PyObject *fields_of, P
             goto done;
         if (!nl || !nr) continue;
         PyObject *text;
-        int got = near_text(spec, norms, fi, &text);
+        int got = c ? call_near_text(c, spec, fi, &text) : near_text(spec, norms, fi, &text);
         if (got != 1) {
             result = got;
             goto done;
@@ -3017,7 +3039,7 @@ static PyObject *Near_decide(Near *self, PyObject *args) {
         !(spans = get_slot(scan, "_found", &OccurrencesType)) ||
         !(norms = get_slot(scan, "norms", &PyDict_Type)))
         goto done;
-    int decided = near_decide_in(self, spec_obj, fields_of, spans, norms);
+    int decided = near_decide_in(self, spec_obj, fields_of, spans, norms, NULL);
     if (decided >= 0)
         result = Py_NewRef(decided == 2 ? Py_None : decided ? Py_True : Py_False);
 done:
@@ -3116,7 +3138,7 @@ static int near_pairs(Near *near, PyObject *spec_obj, Call *c, const int32_t *pi
         }
         if (!nl || !nr) continue;
         PyObject *text;
-        int got = near_text(spec, c->norms, fi, &text);
+        int got = call_near_text(c, spec, fi, &text);
         if (got != 1) {
             rc = got;
             break;
