@@ -7,7 +7,8 @@ Generates rules of realistic shape (term lists with phrases, prefixes, case-sens
 acronyms and Japanese terms; AND/OR queries, NEAR, exclusions, tracked shared lists) as YAML
 files loaded by the real loader, and entries of 1–3 KB in English and Japanese. Reports, in
 one run: the time to load and compile the rules (the larger set first, with cold caches);
-entries/s for `RuleSet.match` (with hits, i.e. highlights) at 100 and at N rules; and
+entries/s for `RuleSet.match` (with hits, i.e. highlights) at 100 and at N rules, timed in
+turns on chunks of 500 entries so that a drift in the machine's speed skews neither; and
 entries/s for a baseline that evaluates every rule's query with one precompiled `re` search
 per term (truth only, no highlights, NEAR reduced to "both sides occur" — so the baseline is
 flattered, never handicapped). The baseline is too slow to run on every entry; it runs on
@@ -319,16 +320,28 @@ def timed_load(directory: Path) -> tuple[RuleSet, float]:
     return rules, time.perf_counter() - start
 
 
-def rate(rules: RuleSet, entries: list[Entry]) -> tuple[float, float, float]:
-    """(entries per second, the same in CPU time, mean rules matched per entry)."""
-    start = time.perf_counter()
-    cpu = time.process_time()
-    fired = 0
-    for entry in entries:
-        fired += len(rules.match(entry, feed_name="bench"))
-    cpu = time.process_time() - cpu
-    elapsed = time.perf_counter() - start
-    return len(entries) / elapsed, len(entries) / cpu, fired / len(entries)
+def rates(rule_sets: list[RuleSet], entries: list[Entry],
+          chunk: int = 500) -> list[tuple[float, float, float]]:
+    """(entries per second, the same in CPU time, mean rules matched per entry) for each rule
+    set, timed in turns on chunks of the corpus (the order of the turns alternating), so
+    that each meets the machine in the same state: a drift in its speed during the run (a
+    busy neighbour, a slower period) would otherwise land on one of them and skew their
+    ratio."""
+    wall = [0.0] * len(rule_sets)
+    cpu = [0.0] * len(rule_sets)
+    fired = [0] * len(rule_sets)
+    for n, at in enumerate(range(0, len(entries), chunk)):
+        part = entries[at:at + chunk]
+        turns = list(enumerate(rule_sets))
+        for i, rules in turns if n % 2 == 0 else reversed(turns):
+            start = time.perf_counter()
+            started = time.process_time()
+            for entry in part:
+                fired[i] += len(rules.match(entry, feed_name="bench"))
+            cpu[i] += time.process_time() - started
+            wall[i] += time.perf_counter() - start
+    n = len(entries)
+    return [(n / w, n / c, f / n) for w, c, f in zip(wall, cpu, fired, strict=True)]
 
 
 STAGES = ("normalise and scan", "decide", "hits and matches")
@@ -444,10 +457,10 @@ def main() -> None:
           f"{base_fired:.1f} rules fire per entry", flush=True)
     tuned_rate, _ = baseline_rate(big, base_entries, _tuned_regex)
     print(f"tuned baseline (literal first): {tuned_rate:,.1f} entries/s", flush=True)
-    small_rate, small_cpu, small_fired = rate(small, entries)
+    (small_rate, small_cpu, small_fired), (big_rate, big_cpu, big_fired) = rates(
+        [small, big], entries)
     print(f"engine, {len(small.rules)} rules: {small_rate:,.0f} entries/s "
           f"({small_cpu:,.0f} by CPU time; {small_fired:.1f} fire per entry)", flush=True)
-    big_rate, big_cpu, big_fired = rate(big, entries)
     print(f"engine, {len(big.rules)} rules: {big_rate:,.0f} entries/s "
           f"({big_cpu:,.0f} by CPU time; {big_fired:.1f} fire per entry)", flush=True)
     python_big = python_rate(big, entries[: max(1, len(entries) // 4)])

@@ -915,7 +915,8 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t stride;
+    Py_ssize_t stride; /* the engine's: slot s of rule i is bit i × stride + s of its accumulator */
+    int shift;         /* here rule i's slots start at bit i << shift (1 << shift ≥ stride) */
     Program *programs;
     Py_ssize_t nprograms;
     int32_t **pids_of; /* sid → its pids, ended by -1 (until packed into ``searches``) */
@@ -934,7 +935,7 @@ typedef struct {
     Contribution **contrib;      /* by sid, ended by one with positions == NULL (the same) */
     /* What finding each search does, packed (one place in memory a search, not five):
      * searches[search_at[sid]:] = npids, pid…, ncontributions, and for each contribution
-     * its field mask, npositions, and (position, rule index) for each position. */
+     * its field mask, npositions, and the positions (in this accumulator's layout). */
     int32_t *searches;
     int32_t *search_at;
     Layer query;
@@ -1296,7 +1297,11 @@ static int pack_searches(Matcher *self) {
         size += 2;
         for (const int32_t *pid = self->pids_of[sid]; *pid >= 0; pid++) size++;
         for (const Contribution *con = self->contrib[sid]; con->positions; con++)
-            size += 2 + 2 * con->npositions;
+            size += 2 + con->npositions;
+    }
+    if (((self->nprograms + 1) << self->shift) > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many rules for one matcher");
+        return -1;
     }
     if (size > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "too many rules for one matcher");
@@ -1320,8 +1325,8 @@ static int pack_searches(Matcher *self) {
             *out++ = (int32_t)con->mask;
             *out++ = (int32_t)con->npositions;
             for (Py_ssize_t j = 0; j < con->npositions; j++) {
-                *out++ = con->positions[j];
-                *out++ = (int32_t)(con->positions[j] / self->stride);
+                int32_t p = con->positions[j];
+                *out++ = (int32_t)(((p / self->stride) << self->shift) | (p % self->stride));
             }
         }
         PyMem_Free(self->pids_of[sid]);
@@ -1450,10 +1455,25 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     self->nprograms = n;
     for (Py_ssize_t i = 0; i < n; i++)
         if (program_init(self, &self->programs[i], PyList_GET_ITEM(programs, i)) < 0) return -1;
-    /* deciding */
+    /* deciding: the engine's accumulator laid out again with a power of two per rule, so
+     * that a position's rule is a shift away */
     Py_ssize_t limit = n * stride;
-    self->nbytes = (limit + 7) / 8;
-    if (bytes_copy(init, self->nbytes, &self->init) < 0) return -1;
+    while (((Py_ssize_t)1 << self->shift) < stride) self->shift++;
+    uint8_t *given;
+    if (bytes_copy(init, (limit + 7) / 8, &given) < 0) return -1;
+    self->nbytes = ((n << self->shift) + 7) / 8;
+    self->init = PyMem_Calloc((size_t)(self->nbytes ? self->nbytes : 1), 1);
+    if (!self->init) {
+        PyMem_Free(given);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t p = 0; p < limit; p++) {
+        if (!((given[p >> 3] >> (p & 7)) & 1)) continue;
+        Py_ssize_t q = ((p / stride) << self->shift) | (p % stride);
+        self->init[q >> 3] |= (uint8_t)(1 << (q & 7));
+    }
+    PyMem_Free(given);
     for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
         PyObject *items = PySequence_Fast(PyList_GET_ITEM(contributions, sid),
                                           "contributions: expected sequences");
@@ -1497,7 +1517,7 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     for (Py_ssize_t i = 0; i < n; i++) {
         int all = 1;
         for (Py_ssize_t j = 0; j < self->query.nslots && all; j++)
-            all = acc_bit(self->init, i * stride + self->query.slots[j]);
+            all = acc_bit(self->init, (i << self->shift) + self->query.slots[j]);
         if (all) self->always[i >> 6] |= 1ULL << (i & 63);
         if (!self->query.exact[i] && self->programs[i].test < 0) {
             PyErr_Format(PyExc_ValueError, "rule %zd: not decided by its clauses, and no test", i);
@@ -2186,13 +2206,12 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
             at += 2;
             if (fields & mask) {
                 for (int32_t j = 0; j < npositions; j++) {
-                    int32_t p = at[2 * j];
+                    int32_t p = at[j], rule = p >> self->shift;
                     acc[p >> 3] |= (uint8_t)(1 << (p & 7));
-                    int32_t rule = at[2 * j + 1];
                     touched[rule >> 6] |= 1ULL << (rule & 63);
                 }
             }
-            at += 2 * npositions;
+            at += npositions;
         }
     }
     if (!(out = PyList_New(0))) goto done;
@@ -2203,7 +2222,7 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
         for (uint64_t bits = touched[w]; bits; bits &= bits - 1) {
             Py_ssize_t index = w * 64 + CTZ64(bits);
             if (!admitted[index]) continue;
-            Py_ssize_t base = index * self->stride;
+            Py_ssize_t base = index << self->shift;
             if (!fires(&self->query, acc, base)) continue;
             const Program *program = &self->programs[index];
             if (!self->query.exact[index]) {
