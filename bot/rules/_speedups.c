@@ -61,16 +61,17 @@ typedef struct {
     Py_ssize_t nvalues;
 } Key;
 
-/* Open addressing: a hash → the candidates filed under it. */
+/* Open addressing: a hash → the candidates filed under it, eight bytes a slot. */
 struct Slot {
-    uint64_t hash; /* 0: empty */
-    int32_t first, count; /* its candidates' records: recs[first:], one after the other */
+    uint32_t tag;   /* the hash's high half */
+    uint32_t group; /* where its group starts in recs, + 1 (0: an empty slot) */
 };
-/* A candidate's record, all that checking it reads, in one place: its length, number of
+/* A group: the full hash (low half, high half), the number of candidates, then each
+ * candidate's record, all that checking it reads, in one place: its length, number of
  * values, key index, characters, and (sid, flags) for each value (V_LEFT…). */
 enum { V_LEFT = 1, V_RIGHT = 2, V_PREFIX = 4, V_EXACT = 8 };
 typedef struct {
-    struct Slot *slots; /* hash, and where its candidates are: one cache line per probe */
+    struct Slot *slots; /* tag, and where its candidates are */
     uint32_t *recs;
     uint64_t mask;
     Py_ssize_t size;
@@ -160,7 +161,10 @@ static int table_build(Table *t, const Key *keys, Filed *filed, Py_ssize_t n) {
     qsort(filed, (size_t)n, sizeof(Filed), filed_order);
     Py_ssize_t distinct = 0, nrecs = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (i == 0 || filed[i].hash != filed[i - 1].hash) distinct++;
+        if (i == 0 || filed[i].hash != filed[i - 1].hash) {
+            distinct++;
+            nrecs += 3; /* the group's header */
+        }
         const Key *key = &keys[filed[i].key];
         nrecs += 3 + key->len + 2 * key->nvalues;
     }
@@ -184,7 +188,14 @@ static int table_build(Table *t, const Key *keys, Filed *filed, Py_ssize_t n) {
     uint32_t *r = t->recs;
     for (Py_ssize_t i = 0; i < n; i++) {
         const Key *key = &keys[filed[i].key];
-        rec_at[i] = (int32_t)(r - t->recs);
+        if (i == 0 || filed[i].hash != filed[i - 1].hash) {
+            rec_at[i] = (int32_t)(r - t->recs);
+            Py_ssize_t j = i;
+            while (j < n && filed[j].hash == filed[i].hash) j++;
+            *r++ = (uint32_t)filed[i].hash;
+            *r++ = (uint32_t)(filed[i].hash >> 32);
+            *r++ = (uint32_t)(j - i);
+        }
         *r++ = (uint32_t)key->len;
         *r++ = (uint32_t)key->nvalues;
         *r++ = (uint32_t)filed[i].key;
@@ -213,28 +224,29 @@ static int table_build(Table *t, const Key *keys, Filed *filed, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i > 0 && filed[i].hash == filed[i - 1].hash) continue;
         uint64_t slot = filed[i].hash & t->mask;
-        while (t->slots[slot].hash) slot = (slot + 1) & t->mask;
-        t->slots[slot].hash = filed[i].hash;
-        t->slots[slot].first = rec_at[i];
-        Py_ssize_t j = i;
-        while (j < n && filed[j].hash == filed[i].hash) j++;
-        t->slots[slot].count = (int32_t)(j - i);
+        while (t->slots[slot].group) slot = (slot + 1) & t->mask;
+        t->slots[slot].tag = (uint32_t)(filed[i].hash >> 32);
+        t->slots[slot].group = (uint32_t)rec_at[i] + 1;
     }
     PyMem_Free(rec_at);
     return 0;
 }
 
-static inline Py_ssize_t table_find(const Table *t, uint64_t h) {
-    if (!t->size) return -1;
+/* The group of candidates filed under hash h (see Slot), or NULL. */
+static inline const uint32_t *table_find(const Table *t, uint64_t h) {
+    if (!t->size) return NULL;
     uint64_t b = (h >> 40) & t->bloom_mask;
-    if (!((t->bloom[b >> 3] >> (b & 7)) & 1)) return -1;
+    if (!((t->bloom[b >> 3] >> (b & 7)) & 1)) return NULL;
     uint64_t slot = h & t->mask;
-    uint64_t seen;
-    while ((seen = t->slots[slot].hash)) {
-        if (seen == h) return (Py_ssize_t)slot;
+    uint32_t tag = (uint32_t)(h >> 32), group;
+    while ((group = t->slots[slot].group)) {
+        if (t->slots[slot].tag == tag) {
+            const uint32_t *g = t->recs + group - 1;
+            if (g[0] == (uint32_t)h && g[1] == tag) return g;
+        }
         slot = (slot + 1) & t->mask;
     }
-    return -1;
+    return NULL;
 }
 
 /* Scanner(keys, values, filing, word_bmp, is_word)
@@ -713,10 +725,10 @@ static int try_key(Search *s, const uint32_t *rec, Py_ssize_t start) {
 }
 
 static int try_filed(Search *s, const Table *t, uint64_t h, Py_ssize_t start) {
-    Py_ssize_t slot = table_find(t, h);
-    if (slot < 0) return 0;
-    const uint32_t *rec = t->recs + t->slots[slot].first;
-    for (int32_t i = 0; i < t->slots[slot].count; i++) {
+    const uint32_t *group = table_find(t, h);
+    if (!group) return 0;
+    const uint32_t *rec = group + 3;
+    for (uint32_t i = 0; i < group[2]; i++) {
         if (try_key(s, rec, start) < 0) return -1;
         rec += 3 + rec[0] + 2 * rec[1];
     }
