@@ -515,6 +515,28 @@ static PyObject *Occurrences_as_dict(Occurrences *self, PyObject *Py_UNUSED(igno
     return out;
 }
 
+/* fields_of(): {sid: mask of the fields it was found in} (Scan.fields_of), from the keys. */
+static PyObject *Occurrences_fields_of(Occurrences *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyDict_New();
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < self->nlists; i++) {
+        const OccList *list = &self->lists[i];
+        if (!list->n) continue;
+        PyObject *sid = PyLong_FromLong(list->key >> 3), *bits = NULL;
+        PyObject *old = sid ? PyDict_GetItemWithError(out, sid) : NULL; /* borrowed */
+        long mask = old ? PyLong_AsLong(old) : 0;
+        if (sid && !PyErr_Occurred()) bits = PyLong_FromLong(mask | (1L << (list->key & 7)));
+        int failed = !bits || PyDict_SetItem(out, sid, bits) < 0;
+        Py_XDECREF(sid);
+        Py_XDECREF(bits);
+        if (failed) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 static PyObject *occ_list(const OccList *list) {
     PyObject *spans = PyList_New(list->n);
     if (!spans) return NULL;
@@ -546,6 +568,8 @@ static PyMethodDef Occurrences_methods[] = {
      "set(key, spans): the spans found for key (sid << 3 | field)."},
     {"as_dict", (PyCFunction)Occurrences_as_dict, METH_NOARGS,
      "as_dict(): {sid << 3 | field: [(start, end), ...]}."},
+    {"fields_of", (PyCFunction)Occurrences_fields_of, METH_NOARGS,
+     "fields_of(): {sid: mask of the fields it was found in}."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -659,7 +683,7 @@ static int add(Search *s, int32_t sid, Py_ssize_t start, Py_ssize_t end) {
 
 /* Hand what was found to the scan: its occurrences of ``sid << 3 | fi`` and
  * ``fields_of[sid]``. */
-static int emit(Search *s, int fi, Occurrences *occurrences, PyObject *fields_of) {
+static int emit(Search *s, int fi, Occurrences *occurrences) {
     for (Py_ssize_t i = 0; i < s->nsearches; i++) {
         const Found *f = &s->searches[i];
         OccList *list = occ_get(occurrences, ((long)f->sid << 3) | fi);
@@ -672,15 +696,6 @@ static int emit(Search *s, int fi, Occurrences *occurrences, PyObject *fields_of
             if (occ_append(list, o->start, o->end) < 0) return -1;
             last_end = o->end;
         }
-        PyObject *sid = PyLong_FromLong(f->sid);
-        if (!sid) return -1;
-        PyObject *old = PyDict_GetItemWithError(fields_of, sid); /* borrowed */
-        long mask = old ? PyLong_AsLong(old) : 0;
-        PyObject *bits = PyErr_Occurred() ? NULL : PyLong_FromLong(mask | (1L << fi));
-        int failed = !bits || PyDict_SetItem(fields_of, sid, bits) < 0;
-        Py_XDECREF(bits);
-        Py_DECREF(sid);
-        if (failed) return -1;
     }
     return 0;
 }
@@ -793,11 +808,11 @@ static int run_search(Search *s) {
 }
 
 static PyObject *Scanner_search(Scanner *self, PyObject *args) {
-    PyObject *text_obj, *exact_obj, *fields_of;
+    PyObject *text_obj, *exact_obj;
     Occurrences *occurrences;
     int fi;
-    if (!PyArg_ParseTuple(args, "UOiO!O!", &text_obj, &exact_obj, &fi, &OccurrencesType,
-                          &occurrences, &PyDict_Type, &fields_of))
+    if (!PyArg_ParseTuple(args, "UOiO!", &text_obj, &exact_obj, &fi, &OccurrencesType,
+                          &occurrences))
         return NULL;
     if (fi < 0 || fi > 7) {
         PyErr_SetString(PyExc_ValueError, "field index out of range");
@@ -820,7 +835,7 @@ static PyObject *Scanner_search(Scanner *self, PyObject *args) {
     s.text = text;
     s.exact = exact;
     rc = run_search(&s);
-    if (rc == 0) rc = emit(&s, fi, occurrences, fields_of);
+    if (rc == 0) rc = emit(&s, fi, occurrences);
 done:
     search_free(&s);
     PyMem_Free(text);
@@ -831,8 +846,8 @@ done:
 
 static PyMethodDef Scanner_methods[] = {
     {"search", (PyCFunction)Scanner_search, METH_VARARGS,
-     "search(text, exact_text, field_index, occurrences, fields_of): add every occurrence "
-     "found, as Engine._search does."},
+     "search(text, exact_text, field_index, occurrences): add every occurrence found, as "
+     "Engine._search does."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1565,7 +1580,7 @@ enum { FOUND_INLINE = 128 };
 typedef struct {
     Matcher *self;
     PyObject *scan;
-    PyObject *fields_of, *norms;
+    PyObject *norms;
     PyObject *spans;     /* scan._found: Occurrences */
     FoundSearch *found;  /* scan.fields_of as an open-addressed table, by sid */
     Py_ssize_t found_mask; /* its size - 1 (a power of two) */
@@ -1632,12 +1647,12 @@ static int call_open(Call *c, Matcher *self, PyObject *scan) {
         PyErr_NoMemory();
         return -1;
     }
-    if (!(c->fields_of = get_slot(scan, "fields_of", &PyDict_Type)) ||
-        !(c->spans = get_slot(scan, "_found", &OccurrencesType)) ||
+    if (!(c->spans = get_slot(scan, "_found", &OccurrencesType)) ||
         !(c->norms = get_slot(scan, "norms", &PyDict_Type)))
         return -1;
+    const Occurrences *occurrences = (const Occurrences *)c->spans;
     Py_ssize_t size = 16;
-    while (size < 2 * PyDict_GET_SIZE(c->fields_of)) size *= 2;
+    while (size < 2 * occurrences->nlists) size *= 2;
     c->found = size <= FOUND_INLINE ? c->found_inline : PyMem_Malloc((size_t)size * sizeof(FoundSearch));
     if (!c->found) {
         PyErr_NoMemory();
@@ -1645,22 +1660,19 @@ static int call_open(Call *c, Matcher *self, PyObject *scan) {
     }
     c->found_mask = size - 1;
     memset(c->found, 0xff, (size_t)size * sizeof(FoundSearch)); /* every sid -1 */
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(c->fields_of, &pos, &k, &v)) {
-        long sid = PyLong_AsLong(k), fields = PyLong_AsLong(v);
-        if ((sid == -1 || fields == -1) && PyErr_Occurred()) return -1;
+    /* Scan.fields_of, from the occurrences' keys (sid << 3 | field) */
+    for (Py_ssize_t k = 0; k < occurrences->nlists; k++) {
+        const OccList *list = &occurrences->lists[k];
+        if (!list->n) continue;
+        long sid = list->key >> 3;
         if (sid < 0 || sid >= self->nsids) {
-            PyErr_SetString(PyExc_ValueError, "fields_of: no such search");
-            return -1;
-        }
-        if (fields <= 0 || fields > 255) {
-            PyErr_SetString(PyExc_ValueError, "fields_of: not a field mask");
+            PyErr_SetString(PyExc_ValueError, "occurrences: no such search");
             return -1;
         }
         Py_ssize_t i = found_slot(c, (int32_t)sid);
-        while (c->found[i].sid >= 0) i = (i + 1) & c->found_mask;
-        c->found[i] = (FoundSearch){(int32_t)sid, (int32_t)fields};
+        while (c->found[i].sid >= 0 && c->found[i].sid != sid) i = (i + 1) & c->found_mask;
+        c->found[i].sid = (int32_t)sid;
+        c->found[i].fields = (c->found[i].fields < 0 ? 0 : c->found[i].fields) | (1 << (list->key & 7));
     }
     return 0;
 }
@@ -1669,7 +1681,6 @@ static void call_close(Call *c) {
     for (int fi = 0; fi < 8; fi++)
         for (int k = 0; k < 3; k++) Py_XDECREF(c->near_text[fi][k]);
     if (c->found != c->found_inline) PyMem_Free(c->found);
-    Py_XDECREF(c->fields_of);
     Py_XDECREF(c->spans);
     Py_XDECREF(c->norms);
     PyMem_Free(c->present);
@@ -2048,7 +2059,7 @@ static int eval_node(Call *c, const int32_t *node) {
         return r < 0 ? r : !r;
     case OP_NEAR: {
         PyObject *spec = PyTuple_GET_ITEM(self->constants, node[2]);
-        r = near_decide_in((Near *)self->near, spec, c->fields_of, c->spans, c->norms, c);
+        r = near_decide_in((Near *)self->near, spec, NULL, c->spans, c->norms, c);
         if (r != 2) return r;
         PyObject *result = PyObject_CallFunctionObjArgs(self->near_python, spec, c->scan,
                                                         Py_None, NULL);

@@ -289,7 +289,7 @@ class Scan:
     """One entry from one feed, searched once for every pattern of every rule."""
 
     __slots__ = ("engine", "entry", "feed_name", "feed_tags", "norms", "_spans", "_found",
-                 "fields_of",
+                 "_fields_of",
                  "hits", "_present", "_pids", "_pid_hits", "_groups", "_original", "_words",
                  "_hit_objects")
 
@@ -305,7 +305,9 @@ class Scan:
         self._found = engine._new_occurrences()
         self._spans: dict[int, list[tuple[int, int]]] | None = (
             {} if self._found is None else None)
-        self.fields_of: dict[int, int] = {}  # sid → mask of the fields it occurs in
+        # sid → mask of the fields it occurs in: read from _found when it is kept in C (see
+        # fields_of), kept here by the Python search without it.
+        self._fields_of: dict[int, int] | None = {} if self._found is None else None
         # ((field mask, pids found), …), track names → hits: shared by rules that match alike
         self.hits: dict[tuple[tuple[tuple[int, frozenset[int]], ...], frozenset[str]],
                         tuple[Hit, ...]] = {}
@@ -326,6 +328,15 @@ class Scan:
             assert self._found is not None
             spans = self._spans = self._found.as_dict()
         return spans
+
+    @property
+    def fields_of(self) -> dict[int, int]:
+        """The searches found, each with the mask of the fields it occurs in."""
+        fields_of = self._fields_of
+        if fields_of is None:
+            assert self._found is not None
+            fields_of = self._fields_of = self._found.fields_of()
+        return fields_of
 
     @property
     def span_view(self) -> Any:
@@ -742,9 +753,10 @@ class Engine:
                 if found:
                     if scan._found is not None:
                         scan._found.set(sid << _SHIFT | fi, found)
+                        scan._fields_of = None  # read again from _found when asked
                     else:
                         scan.spans[sid << _SHIFT | fi] = found
-                    scan.fields_of[sid] = scan.fields_of.get(sid, 0) | 1 << fi
+                        scan.fields_of[sid] = scan.fields_of.get(sid, 0) | 1 << fi
         return scan
 
     def _search(
@@ -759,7 +771,7 @@ class Engine:
         if automaton is None:
             return
         if automaton.native is not None:
-            automaton.native.search(text, exact_text, fi, scan._found, scan.fields_of)
+            automaton.native.search(text, exact_text, fi, scan._found)
             return
         word = self._word
         spans = scan.spans
