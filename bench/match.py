@@ -348,33 +348,42 @@ STAGES = ("normalise and scan", "decide", "hits and matches")
 COMPILED_STAGES = ("normalise and scan", "decide, hits and matches")
 
 
-def stage_costs(rules: RuleSet, entries: list[Entry]) -> dict[str, float]:
-    """Microseconds per entry in each stage of ``Engine.match``, timed entry by entry (the
-    engine's own steps, called as ``match`` calls them): where the cost goes, and which part
-    of it grows with the number of rules. With the compiled matcher (bot/rules/_speedups.c)
+def stage_costs(rule_sets: list[RuleSet], entries: list[Entry],
+                chunk: int = 500) -> list[dict[str, float]]:
+    """Microseconds per entry in each stage of ``Engine.match``, for each rule set, timed
+    entry by entry (the engine's own steps, called as ``match`` calls them) and in turns on
+    chunks of the corpus as :func:`rates` does: where the cost goes, and which part of it
+    grows with the number of rules. With the compiled matcher (bot/rules/_speedups.c)
     deciding and matching are one call."""
-    engine = rules.engine
     clock = time.perf_counter
-    matcher = engine._matcher
-    spent = dict.fromkeys(STAGES if matcher is None else COMPILED_STAGES, 0.0)
-    for entry in entries:
-        start = clock()
-        scan = engine.scan(entry, "bench")
-        scanned = clock()
-        if matcher is not None:
-            matcher.match(scan, engine._admitted(scan.feed_name, scan.feed_tags),
-                          lambda i, scan=scan: engine._match_one(scan, engine.programs[i]))
-            spent["normalise and scan"] += scanned - start
-            spent["decide, hits and matches"] += clock() - scanned
-            continue
-        found = engine._decide(scan)
-        decided = clock()
-        if found:
-            engine._matches(scan, found)
-        spent["normalise and scan"] += scanned - start
-        spent["decide"] += decided - scanned
-        spent["hits and matches"] += clock() - decided
-    return {stage: seconds / len(entries) * 1e6 for stage, seconds in spent.items()}
+    spent = [dict.fromkeys(STAGES if r.engine._matcher is None else COMPILED_STAGES, 0.0)
+             for r in rule_sets]
+    for n, at in enumerate(range(0, len(entries), chunk)):
+        turns = list(enumerate(rule_sets))
+        for i, rules in turns if n % 2 == 0 else reversed(turns):
+            engine = rules.engine
+            matcher = engine._matcher
+            for entry in entries[at:at + chunk]:
+                start = clock()
+                scan = engine.scan(entry, "bench")
+                scanned = clock()
+                if matcher is not None:
+                    matcher.match(
+                        scan, engine._admitted(scan.feed_name, scan.feed_tags),
+                        lambda k, scan=scan, engine=engine: engine._match_one(
+                            scan, engine.programs[k]))
+                    spent[i]["normalise and scan"] += scanned - start
+                    spent[i]["decide, hits and matches"] += clock() - scanned
+                    continue
+                found = engine._decide(scan)
+                decided = clock()
+                if found:
+                    engine._matches(scan, found)
+                spent[i]["normalise and scan"] += scanned - start
+                spent[i]["decide"] += decided - scanned
+                spent[i]["hits and matches"] += clock() - decided
+    return [{stage: seconds / len(entries) * 1e6 for stage, seconds in costs.items()}
+            for costs in spent]
 
 
 def python_rate(rules: RuleSet, entries: list[Entry]) -> float:
@@ -466,7 +475,8 @@ def main() -> None:
     python_big = python_rate(big, entries[: max(1, len(entries) // 4)])
     print(f"engine without its compiled parts, {len(big.rules)} rules: {python_big:,.0f} "
           "entries/s", flush=True)
-    costs = {len(r.rules): stage_costs(r, entries) for r in (small, big)}
+    costs = dict(zip((len(small.rules), len(big.rules)), stage_costs([small, big], entries),
+                     strict=True))
     load_after = os.getloadavg()
     stage_rows = [f"| {stage} | " + " | ".join(f"{c[stage]:.0f}" for c in costs.values())
                   + f" | {costs[len(big.rules)][stage] / costs[len(small.rules)][stage]:.1f}× |"
