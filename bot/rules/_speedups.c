@@ -876,9 +876,11 @@ static PyTypeObject ScannerType = {
  * group — its free groups, and the groups of each AND-inside-an-OR whose condition holds —
  * in reading order, without those inside a longer one (ordered_hits, as
  * ruleset.ordered_hit_keys), built here from the hits of each pattern (Scan.pid_hits, also
- * here). A rule with NEAR hits goes to ``fallback(index)`` (Engine._match_one), which is
- * also the reference for what this builds. The tests, exclusions and conditions are the generated
- * Python functions of Engine's codegen, called with the scan. */
+ * here), and the pairs of its NEARs (near_pairs). The tests, exclusions, conditions and
+ * other hit statements are the code Engine's codegen writes beside its Python (eval_node,
+ * run_hits); a rule whose hits need what only Python does (a NEAR with a regex, texts that do
+ * not line up) goes to ``fallback(index)`` (Engine._match_one), which is also the reference
+ * for what this builds. */
 
 typedef struct {
     long mask;

@@ -48,9 +48,11 @@ C compiler:
   one; anything else is :func:`bot.rules.text.python_normalize`;
 - deciding and matching (``Matcher``, for :meth:`Engine._decide` and
   :meth:`Engine._matches`): the accumulator as bytes, set from each found search's clause
-  positions; the generated tests and conditions are still called (they are Python); every
-  rule's hits built in C, except a rule with NEAR hits, which :meth:`Engine._match_one`
-  builds;
+  positions; the tests, exclusions, conditions and hit statements the codegen writes as
+  Python are also written as code for the matcher (:class:`_Codegen`, ``_OP_ANY``…) and
+  evaluated there, NEAR pairs' hits included; what it cannot take (a NEAR with a regular
+  expression, texts that do not line up, astral characters) goes to
+  :meth:`Engine._match_one` or :meth:`Engine._near_python`;
 - NEAR's decision (``Near``, for :meth:`Engine._near_python` without hits) except with a
   regular expression, texts that do not line up, or characters beyond the BMP.
 """
@@ -1231,7 +1233,8 @@ def _lang_is(scan: Scan, code: str) -> bool:
 class _Codegen:
     """Writes every rule's test, exclusions and hit collector as Python functions over a
     :class:`Scan`, compiled together in one module. No text from a rule file reaches the
-    generated source: numbers are written out, everything else goes through ``C``."""
+    generated source: numbers are written out, everything else goes through ``C``. With
+    the compiled matcher, the same as :attr:`code` (see ``_OP_ANY``) for it to evaluate."""
 
     engine: Engine
     constants: list[Any] = field(default_factory=list)
