@@ -205,6 +205,29 @@ def test_the_compiled_matcher_keeps_rule_order_scopes_and_exclusions(tmp_path: P
 
 
 @needs_native
+def test_a_rule_whose_slots_take_more_than_a_word_matches_the_same() -> None:
+    # Twelve exclusions of six terms each: 88 accumulator slots a rule, more than the one
+    # 64-bit word the compiled matcher tests at once, so it tests them one by one.
+    exclusions = "".join(
+        f"  x{i}: '{' AND '.join(f'w{i}{c}' for c in 'abcdef')}'\n" for i in range(12))
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "r.yaml").write_text(
+            "id: r\ntitle: R\nquery: 'gcap AND (treaty OR signed) AND (uk OR japan)'\n"
+            "exclude:\n" + exclusions, encoding="utf-8")
+        rules = load_rules(Path(tmp))
+    reference, compiled = _engines(rules)
+    assert compiled._stride > 64
+    for title, matches in [("GCAP treaty: UK and Japan", 1), ("GCAP treaty", 0),
+                           ("GCAP signed, Japan w3a w3b w3c w3d w3e w3f", 0),
+                           ("GCAP signed, Japan w3a w3b w3c w3d w3e", 1),
+                           ("uk gcap treaty w11a w11b w11c w11d w11e w11f", 0)]:
+        entry = Entry(key="k", title=title)
+        got = compiled.match(entry, feed_name="f")
+        assert len(got) == matches, title
+        assert got == reference.match(entry, feed_name="f"), title
+
+
+@needs_native
 def test_the_matcher_refuses_tables_that_do_not_fit() -> None:
     rules = _rules(["gcap"])
     engine = Engine(rules.rules)

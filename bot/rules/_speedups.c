@@ -940,6 +940,7 @@ typedef struct {
     Py_ssize_t nslots;
     Py_ssize_t neg;
     uint8_t *members, *exact;
+    uint64_t need, negated; /* the slots and the negated slot as bits of a rule's word */
 } Layer;
 
 typedef struct {
@@ -958,8 +959,8 @@ typedef struct {
     PyTypeObject *match_type, *hit_type;
     Py_ssize_t match_offsets[3]; /* the slots rule_id, rule_version, hits */
     Py_ssize_t hit_offsets[4];   /* field, start, end, term */
-    Py_ssize_t nbytes;           /* of the accumulator: rules × stride bits */
-    uint8_t *init;               /* the accumulator before any search is found */
+    Py_ssize_t nwords;           /* of the accumulator: rules << shift bits, in words */
+    uint64_t *init;              /* the accumulator before any search is found */
     uint64_t *always;            /* bit per rule: its query has no clause (its test decides) */
     Contribution **contrib;      /* by sid, ended by one with positions == NULL (the same) */
     /* What finding each search does, packed (one place in memory a search, not five):
@@ -1312,11 +1313,15 @@ static int layer_init(Matcher *self, Layer *layer, PyObject *spec) {
     if (bytes_copy(members, self->nprograms, &layer->members) < 0 ||
         bytes_copy(exact, self->nprograms, &layer->exact) < 0)
         return -1;
+    if (self->stride <= 64) { /* for fires: a rule's slots are one word's low bits */
+        for (Py_ssize_t j = 0; j < layer->nslots; j++) layer->need |= 1ULL << layer->slots[j];
+        layer->negated = 1ULL << layer->neg;
+    }
     return 0;
 }
 
-static inline int acc_bit(const uint8_t *acc, Py_ssize_t position) {
-    return (acc[position >> 3] >> (position & 7)) & 1;
+static inline int acc_bit(const uint64_t *acc, Py_ssize_t position) {
+    return (acc[position >> 6] >> (position & 63)) & 1;
 }
 
 /* Pack pids_of and contrib into searches (see Matcher), and free them. */
@@ -1490,8 +1495,8 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     while (((Py_ssize_t)1 << self->shift) < stride) self->shift++;
     uint8_t *given;
     if (bytes_copy(init, (limit + 7) / 8, &given) < 0) return -1;
-    self->nbytes = ((n << self->shift) + 7) / 8;
-    self->init = PyMem_Calloc((size_t)(self->nbytes ? self->nbytes : 1), 1);
+    self->nwords = ((n << self->shift) + 63) / 64;
+    self->init = PyMem_Calloc((size_t)(self->nwords ? self->nwords : 1), sizeof(uint64_t));
     if (!self->init) {
         PyMem_Free(given);
         PyErr_NoMemory();
@@ -1500,7 +1505,7 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     for (Py_ssize_t p = 0; p < limit; p++) {
         if (!((given[p >> 3] >> (p & 7)) & 1)) continue;
         Py_ssize_t q = ((p / stride) << self->shift) | (p % stride);
-        self->init[q >> 3] |= (uint8_t)(1 << (q & 7));
+        self->init[q >> 6] |= 1ULL << (q & 63);
     }
     PyMem_Free(given);
     for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
@@ -2156,7 +2161,11 @@ done:
 }
 
 /* Whether layer ``layer`` fires for the rule at ``base``: every slot set, the negated one not. */
-static inline int fires(const Layer *layer, const uint8_t *acc, Py_ssize_t base) {
+static inline int fires(const Layer *layer, const uint64_t *acc, Py_ssize_t base, int shift) {
+    if (shift <= 6) { /* the rule's slots in one word: one test */
+        uint64_t bits = acc[base >> 6] >> (base & 63);
+        return !(bits & layer->negated) && (bits & layer->need) == layer->need;
+    }
     if (acc_bit(acc, base + layer->neg)) return 0;
     for (Py_ssize_t j = 0; j < layer->nslots; j++)
         if (!acc_bit(acc, base + layer->slots[j])) return 0;
@@ -2203,7 +2212,7 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
     }
     if (!PyArg_ParseTuple(args, "Oy*O", &scan, &scope, &fallback)) return NULL;
     PyObject *out = NULL;
-    uint8_t *acc = NULL;
+    uint64_t *acc = NULL;
     uint64_t *touched = NULL; /* bit per rule: some search it has was found (or always) */
     Py_ssize_t words = self->nprograms / 64 + 1;
     Call c;
@@ -2212,13 +2221,13 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "scope: one byte per rule");
         goto done;
     }
-    acc = PyMem_Malloc((size_t)(self->nbytes ? self->nbytes : 1));
+    acc = PyMem_Malloc((size_t)(self->nwords ? self->nwords : 1) * sizeof(uint64_t));
     touched = PyMem_Malloc((size_t)words * sizeof(uint64_t));
     if (!acc || !touched) {
         PyErr_NoMemory();
         goto done;
     }
-    memcpy(acc, self->init, (size_t)self->nbytes);
+    memcpy(acc, self->init, (size_t)self->nwords * sizeof(uint64_t));
     memcpy(touched, self->always, (size_t)words * sizeof(uint64_t));
     for (Py_ssize_t slot = 0; slot <= c.found_mask; slot++) {
         int32_t sid = c.found[slot].sid;
@@ -2232,7 +2241,7 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
             if (fields & mask) {
                 for (int32_t j = 0; j < npositions; j++) {
                     int32_t p = at[j], rule = p >> self->shift;
-                    acc[p >> 3] |= (uint8_t)(1 << (p & 7));
+                    acc[p >> 6] |= 1ULL << (p & 63);
                     touched[rule >> 6] |= 1ULL << (rule & 63);
                 }
             }
@@ -2248,7 +2257,7 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
             Py_ssize_t index = w * 64 + CTZ64(bits);
             if (!admitted[index]) continue;
             Py_ssize_t base = index << self->shift;
-            if (!fires(&self->query, acc, base)) continue;
+            if (!fires(&self->query, acc, base, self->shift)) continue;
             const Program *program = &self->programs[index];
             if (!self->query.exact[index]) {
                 int holds = eval_node(&c, self->code + program->test);
@@ -2258,7 +2267,7 @@ static PyObject *Matcher_match(Matcher *self, PyObject *args) {
             int excluded = 0, maybe = 0;
             for (Py_ssize_t l = 0; l < self->nlayers && !excluded; l++) {
                 const Layer *layer = &self->layers[l];
-                if (!layer->members[index] || !fires(layer, acc, base)) continue;
+                if (!layer->members[index] || !fires(layer, acc, base, self->shift)) continue;
                 if (layer->exact[index]) excluded = 1;
                 else maybe = 1;
             }
