@@ -47,6 +47,55 @@ static inline int CTZ64(uint64_t x) {
 static inline uint64_t hash_step(uint64_t h, Py_UCS4 c) { return (h ^ (uint64_t)c) * FNV_PRIME; }
 static inline uint64_t hash_done(uint64_t h) { return h ? h : 1; } /* 0 marks an empty slot */
 
+/* Growable arrays: make room for ``need`` items in ``array`` of capacity ``cap`` (both
+ * lvalues), growing it to about twice that: 0, or -1 with MemoryError (the array as it was). */
+#define RESERVE(array, cap, need) \
+    ((need) <= (cap) ? 0 : grow_array(&(array), &(cap), (need), sizeof *(array)))
+
+static int grow_array(void *array_ptr, Py_ssize_t *cap, Py_ssize_t need, size_t size) {
+    void *array, *grown;
+    memcpy(&array, array_ptr, sizeof array); /* any object pointer, without aliasing it */
+    Py_ssize_t grown_cap = need * 2 + 16;
+    if (!(grown = PyMem_Realloc(array, (size_t)grown_cap * size))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(array_ptr, &grown, sizeof grown);
+    *cap = grown_cap;
+    return 0;
+}
+
+/* An id's first slot in an open-addressed table of ``nslots`` (a power of two). */
+static inline Py_ssize_t id_slot(uint64_t id, Py_ssize_t nslots) {
+    return (Py_ssize_t)((uint32_t)id * 2654435761u) & (nslots - 1);
+}
+
+/* An open-addressed index over the n items of an array (``*slots``: an item's index + 1, 0
+ * for none; ``*nslots`` a power of two), built again twice the size (at least 64) when one
+ * more item would fill half of it: 0, or -1 with MemoryError. ``slot_of(items, i, nslots)``
+ * is item i's first slot. */
+typedef Py_ssize_t (*SlotOf)(const void *items, Py_ssize_t i, Py_ssize_t nslots);
+
+static int index_reserve(int32_t **slots, Py_ssize_t *nslots, const void *items, Py_ssize_t n,
+                         SlotOf slot_of) {
+    if (2 * (n + 1) <= *nslots) return 0;
+    Py_ssize_t size = *nslots ? *nslots * 2 : 64;
+    int32_t *fresh = PyMem_Calloc((size_t)size, sizeof(int32_t));
+    if (!fresh) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t slot = slot_of(items, i, size);
+        while (fresh[slot]) slot = (slot + 1) & (size - 1);
+        fresh[slot] = (int32_t)(i + 1);
+    }
+    PyMem_Free(*slots);
+    *slots = fresh;
+    *nslots = size;
+    return 0;
+}
+
 typedef struct {
     int32_t sid;
     uint8_t left, right, prefix;
@@ -417,35 +466,16 @@ static OccList *occ_find(const Occurrences *o, long key) {
     return NULL;
 }
 
+static Py_ssize_t occ_list_slot(const void *items, Py_ssize_t i, Py_ssize_t nslots) {
+    return occ_slot(((const OccList *)items)[i].key, nslots);
+}
+
 static OccList *occ_get(Occurrences *o, long key) {
     OccList *found = occ_find(o, key);
     if (found) return found;
-    if (2 * (o->nlists + 1) > o->nslots) {
-        Py_ssize_t nslots = o->nslots ? o->nslots * 2 : 64;
-        int32_t *slots = PyMem_Calloc((size_t)nslots, sizeof(int32_t));
-        if (!slots) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < o->nlists; i++) {
-            Py_ssize_t slot = occ_slot(o->lists[i].key, nslots);
-            while (slots[slot]) slot = (slot + 1) & (nslots - 1);
-            slots[slot] = (int32_t)(i + 1);
-        }
-        PyMem_Free(o->slots);
-        o->slots = slots;
-        o->nslots = nslots;
-    }
-    if (o->nlists == o->cap) {
-        Py_ssize_t cap = o->cap ? o->cap * 2 : 32;
-        OccList *grown = PyMem_Realloc(o->lists, (size_t)cap * sizeof(OccList));
-        if (!grown) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        o->lists = grown;
-        o->cap = cap;
-    }
+    if (index_reserve(&o->slots, &o->nslots, o->lists, o->nlists, occ_list_slot) < 0 ||
+        RESERVE(o->lists, o->cap, o->nlists + 1) < 0)
+        return NULL;
     Py_ssize_t slot = occ_slot(key, o->nslots);
     while (o->slots[slot]) slot = (slot + 1) & (o->nslots - 1);
     OccList *list = &o->lists[o->nlists];
@@ -455,16 +485,7 @@ static OccList *occ_get(Occurrences *o, long key) {
 }
 
 static int occ_append(OccList *list, Py_ssize_t start, Py_ssize_t end) {
-    if (list->n == list->cap) {
-        Py_ssize_t cap = list->cap ? list->cap * 2 : 4;
-        Span *grown = PyMem_Realloc(list->spans, (size_t)cap * sizeof(Span));
-        if (!grown) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        list->spans = grown;
-        list->cap = cap;
-    }
+    if (RESERVE(list->spans, list->cap, list->n + 1) < 0) return -1;
     list->spans[list->n++] = (Span){start, end};
     return 0;
 }
@@ -615,29 +636,16 @@ static void search_free(Search *s) {
     PyMem_Free(s->found);
 }
 
-static int search_grow_slots(Search *s) {
-    Py_ssize_t nslots = s->nslots ? s->nslots * 2 : 64;
-    int32_t *slots = PyMem_Calloc((size_t)nslots, sizeof(int32_t));
-    if (!slots) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < s->nsearches; i++) {
-        Py_ssize_t slot = (Py_ssize_t)((uint32_t)s->searches[i].sid * 2654435761u) & (nslots - 1);
-        while (slots[slot]) slot = (slot + 1) & (nslots - 1);
-        slots[slot] = (int32_t)(i + 1);
-    }
-    PyMem_Free(s->slots);
-    s->slots = slots;
-    s->nslots = nslots;
-    return 0;
+static Py_ssize_t found_search_slot(const void *items, Py_ssize_t i, Py_ssize_t nslots) {
+    return id_slot((uint32_t)((const Found *)items)[i].sid, nslots);
 }
 
 /* Record an occurrence of search ``sid``, unless it overlaps the one before
  * (Engine._search: "occurrences of one search do not overlap"). */
 static int add(Search *s, int32_t sid, Py_ssize_t start, Py_ssize_t end) {
-    if (2 * (s->nsearches + 1) > s->nslots && search_grow_slots(s) < 0) return -1;
-    Py_ssize_t slot = (Py_ssize_t)((uint32_t)sid * 2654435761u) & (s->nslots - 1);
+    if (index_reserve(&s->slots, &s->nslots, s->searches, s->nsearches, found_search_slot) < 0)
+        return -1;
+    Py_ssize_t slot = id_slot((uint32_t)sid, s->nslots);
     Found *f = NULL;
     while (s->slots[slot]) {
         Found *seen = &s->searches[s->slots[slot] - 1];
@@ -648,16 +656,7 @@ static int add(Search *s, int32_t sid, Py_ssize_t start, Py_ssize_t end) {
         slot = (slot + 1) & (s->nslots - 1);
     }
     if (f && start < f->last_end) return 0;
-    if (s->nfound == s->found_cap) {
-        Py_ssize_t cap = s->found_cap ? s->found_cap * 2 : 64;
-        Occurrence *grown = PyMem_Realloc(s->found, (size_t)cap * sizeof(Occurrence));
-        if (!grown) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        s->found = grown;
-        s->found_cap = cap;
-    }
+    if (RESERVE(s->found, s->found_cap, s->nfound + 1) < 0) return -1;
     int32_t at = (int32_t)s->nfound++;
     s->found[at] = (Occurrence){start, end, -1};
     if (f) {
@@ -666,16 +665,7 @@ static int add(Search *s, int32_t sid, Py_ssize_t start, Py_ssize_t end) {
         f->last_end = end;
         return 0;
     }
-    if (s->nsearches == s->cap) {
-        Py_ssize_t cap = s->cap ? s->cap * 2 : 32;
-        Found *grown = PyMem_Realloc(s->searches, (size_t)cap * sizeof(Found));
-        if (!grown) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        s->searches = grown;
-        s->cap = cap;
-    }
+    if (RESERVE(s->searches, s->cap, s->nsearches + 1) < 0) return -1;
     s->searches[s->nsearches] = (Found){sid, at, at, end};
     s->slots[slot] = (int32_t)(++s->nsearches);
     return 0;
@@ -925,13 +915,6 @@ enum {
 typedef struct Near Near;
 static PyTypeObject NearType;
 
-/* What finding a search in some of ``mask``'s fields sets in the accumulator. */
-typedef struct {
-    long mask;
-    int32_t *positions;
-    Py_ssize_t npositions;
-} Contribution;
-
 /* A query, or the n-th exclusion of every rule: the slots of its clauses, the slot of its
  * negated terms, and per rule whether it belongs (members) and whether the clauses decide
  * it (exact). */
@@ -949,7 +932,6 @@ typedef struct {
     int shift;         /* here rule i's slots start at bit i << shift (1 << shift ≥ stride) */
     Program *programs;
     Py_ssize_t nprograms;
-    int32_t **pids_of; /* sid → its pids, ended by -1 (until packed into ``searches``) */
     Py_ssize_t nsids;
     int32_t *pid_sid;
     PyObject **pid_label;
@@ -962,7 +944,6 @@ typedef struct {
     Py_ssize_t nwords;           /* of the accumulator: rules << shift bits, in words */
     uint64_t *init;              /* the accumulator before any search is found */
     uint64_t *always;            /* bit per rule: its query has no clause (its test decides) */
-    Contribution **contrib;      /* by sid, ended by one with positions == NULL (the same) */
     /* What finding each search does, packed (one place in memory a search, not five):
      * searches[search_at[sid]:] = npids, pid…, ncontributions, and for each contribution
      * its field mask, npositions, and the positions (in this accumulator's layout). */
@@ -1038,22 +1019,6 @@ static void Matcher_dealloc(Matcher *self) {
             Py_XDECREF(p->tracked);
         }
         PyMem_Free(self->programs);
-    }
-    if (self->pids_of) {
-        for (Py_ssize_t i = 0; i < self->nsids; i++) PyMem_Free(self->pids_of[i]);
-        PyMem_Free(self->pids_of);
-    }
-    if (self->pid_label) {
-        for (Py_ssize_t i = 0; i < self->npids; i++) Py_XDECREF(self->pid_label[i]);
-        PyMem_Free(self->pid_label);
-    }
-    if (self->contrib) {
-        for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
-            if (!self->contrib[sid]) continue;
-            for (Contribution *c = self->contrib[sid]; c->positions; c++) PyMem_Free(c->positions);
-            PyMem_Free(self->contrib[sid]);
-        }
-        PyMem_Free(self->contrib);
     }
     layer_free(&self->query);
     if (self->layers) {
@@ -1324,55 +1289,59 @@ static inline int acc_bit(const uint64_t *acc, Py_ssize_t position) {
     return (acc[position >> 6] >> (position & 63)) & 1;
 }
 
-/* Pack pids_of and contrib into searches (see Matcher), and free them. */
-static int pack_searches(Matcher *self) {
-    Py_ssize_t size = 0;
-    for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
-        size += 2;
-        for (const int32_t *pid = self->pids_of[sid]; *pid >= 0; pid++) size++;
-        for (const Contribution *con = self->contrib[sid]; con->positions; con++)
-            size += 2 + con->npositions;
-    }
-    if (((self->nprograms + 1) << self->shift) > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "too many rules for one matcher");
-        return -1;
-    }
-    if (size > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "too many rules for one matcher");
-        return -1;
-    }
-    self->searches = PyMem_Malloc((size_t)(size ? size : 1) * sizeof(int32_t));
+/* Matcher.searches from pids_of (sid → its pids) and contributions (sid → (field mask,
+ * positions in the engine's layout), …), the positions laid out again with ``shift``. */
+static int searches_init(Matcher *self, PyObject *pids_of, PyObject *contributions,
+                         Py_ssize_t limit) {
+    Py_ssize_t n = 0, cap = 0;
     self->search_at = PyMem_Malloc((size_t)(self->nsids ? self->nsids : 1) * sizeof(int32_t));
-    if (!self->searches || !self->search_at) {
+    if (!self->search_at) {
         PyErr_NoMemory();
         return -1;
     }
-    int32_t *out = self->searches;
     for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
-        self->search_at[sid] = (int32_t)(out - self->searches);
-        int32_t *count = out++;
-        *count = 0;
-        for (const int32_t *pid = self->pids_of[sid]; *pid >= 0; pid++, ++*count) *out++ = *pid;
-        count = out++;
-        *count = 0;
-        for (const Contribution *con = self->contrib[sid]; con->positions; con++, ++*count) {
-            *out++ = (int32_t)con->mask;
-            *out++ = (int32_t)con->npositions;
-            for (Py_ssize_t j = 0; j < con->npositions; j++) {
-                int32_t p = con->positions[j];
-                *out++ = (int32_t)(((p / self->stride) << self->shift) | (p % self->stride));
-            }
+        Py_ssize_t npids;
+        int32_t *pids = int_array(PyList_GET_ITEM(pids_of, sid), &npids, 0, self->npids);
+        PyObject *items = pids ? PySequence_Fast(PyList_GET_ITEM(contributions, sid),
+                                                 "contributions: expected sequences") : NULL;
+        if (!items || RESERVE(self->searches, cap, n + 2 + npids) < 0) {
+            PyMem_Free(pids);
+            Py_XDECREF(items);
+            return -1;
         }
-        PyMem_Free(self->pids_of[sid]);
-        self->pids_of[sid] = NULL;
-        for (Contribution *con = self->contrib[sid]; con->positions; con++) PyMem_Free(con->positions);
-        PyMem_Free(self->contrib[sid]);
-        self->contrib[sid] = NULL;
+        self->search_at[sid] = (int32_t)n;
+        self->searches[n++] = (int32_t)npids;
+        memcpy(self->searches + n, pids, (size_t)npids * sizeof(int32_t));
+        n += npids;
+        PyMem_Free(pids);
+        Py_ssize_t m = PySequence_Fast_GET_SIZE(items);
+        self->searches[n++] = (int32_t)m;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            long mask;
+            PyObject *list;
+            Py_ssize_t npositions;
+            int32_t *positions = NULL;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "lO", &mask, &list) ||
+                !(positions = int_array(list, &npositions, 0, limit)) ||
+                RESERVE(self->searches, cap, n + 2 + npositions) < 0) {
+                PyMem_Free(positions);
+                Py_DECREF(items);
+                return -1;
+            }
+            self->searches[n++] = (int32_t)mask;
+            self->searches[n++] = (int32_t)npositions;
+            for (Py_ssize_t j = 0; j < npositions; j++) {
+                int32_t p = positions[j];
+                self->searches[n++] = (int32_t)(((p / self->stride) << self->shift) | (p % self->stride));
+            }
+            PyMem_Free(positions);
+        }
+        Py_DECREF(items);
+        if (n > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "too many rules for one matcher");
+            return -1;
+        }
     }
-    PyMem_Free(self->pids_of);
-    self->pids_of = NULL;
-    PyMem_Free(self->contrib);
-    self->contrib = NULL;
     return 0;
 }
 
@@ -1438,10 +1407,8 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->pid_label = PyMem_Calloc((size_t)(self->npids ? self->npids : 1), sizeof(PyObject *));
-    self->pids_of = PyMem_Calloc((size_t)(self->nsids ? self->nsids : 1), sizeof(int32_t *));
     self->sid_casefold = PyMem_Calloc((size_t)(self->nsids ? self->nsids : 1), 1);
-    self->contrib = PyMem_Calloc((size_t)(self->nsids ? self->nsids : 1), sizeof(Contribution *));
-    if (!self->pid_label || !self->pids_of || !self->sid_casefold || !self->contrib) {
+    if (!self->pid_label || !self->sid_casefold) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1460,8 +1427,7 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
               PyList_GET_SIZE(contributions) != self->nsids;
     for (Py_ssize_t sid = 0; sid < self->nsids && !bad; sid++) {
         int truth = PyObject_IsTrue(PySequence_Fast_GET_ITEM(casefold, sid));
-        if (truth < 0 ||
-            !(self->pids_of[sid] = int_array(PyList_GET_ITEM(pids_of, sid), NULL, 1, self->npids))) {
+        if (truth < 0) {
             Py_DECREF(casefold);
             return -1;
         }
@@ -1508,29 +1474,11 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
         self->init[q >> 6] |= 1ULL << (q & 63);
     }
     PyMem_Free(given);
-    for (Py_ssize_t sid = 0; sid < self->nsids; sid++) {
-        PyObject *items = PySequence_Fast(PyList_GET_ITEM(contributions, sid),
-                                          "contributions: expected sequences");
-        if (!items) return -1;
-        Py_ssize_t m = PySequence_Fast_GET_SIZE(items);
-        self->contrib[sid] = PyMem_Calloc((size_t)(m + 1), sizeof(Contribution));
-        if (!self->contrib[sid]) {
-            Py_DECREF(items);
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (Py_ssize_t i = 0; i < m; i++) {
-            Contribution *c = &self->contrib[sid][i];
-            PyObject *positions;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "lO", &c->mask,
-                                  &positions) ||
-                !(c->positions = int_array(positions, &c->npositions, 0, limit))) {
-                Py_DECREF(items);
-                return -1;
-            }
-        }
-        Py_DECREF(items);
+    if (((n + 1) << self->shift) > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many rules for one matcher");
+        return -1;
     }
+    if (searches_init(self, pids_of, contributions, limit) < 0) return -1;
     if (layer_init(self, &self->query, query) < 0) return -1;
     self->nlayers = PyList_GET_SIZE(layers);
     self->layers = PyMem_Calloc((size_t)(self->nlayers ? self->nlayers : 1), sizeof(Layer));
@@ -1540,7 +1488,6 @@ static int Matcher_init(Matcher *self, PyObject *args, PyObject *kwds) {
     }
     for (Py_ssize_t i = 0; i < self->nlayers; i++)
         if (layer_init(self, &self->layers[i], PyList_GET_ITEM(layers, i)) < 0) return -1;
-    if (pack_searches(self) < 0) return -1;
     /* A rule can match with no search found only when every slot of its query is set
      * beforehand (no clause: its test decides); every other needs a contribution. */
     self->always = PyMem_Calloc((size_t)(n / 64 + 1), sizeof(uint64_t));
@@ -1632,7 +1579,7 @@ static PyObject *get_slot(PyObject *scan, const char *name, PyTypeObject *type) 
 }
 
 static inline Py_ssize_t found_slot(const Call *c, int32_t sid) {
-    return (Py_ssize_t)((uint32_t)sid * 2654435761u) & c->found_mask;
+    return id_slot((uint32_t)sid, c->found_mask + 1);
 }
 
 /* The fields search ``sid`` was found in (scan.fields_of.get(sid, 0)). */
@@ -1753,40 +1700,21 @@ static inline int long_item(PyObject *tuple, Py_ssize_t i, long *out) {
 
 /* Scan.pid_hits, compiled: the hits of pattern ``pid`` in every field its search was found
  * in, in reading order, kept for the call (in C: the Python fallback computes its own). */
+static Py_ssize_t pid_hits_slot(const void *items, Py_ssize_t i, Py_ssize_t nslots) {
+    return id_slot((uint32_t)((const PidHits *)items)[i].pid, nslots);
+}
+
 static PidHits *pid_hits(Call *c, int32_t pid) {
     Matcher *self = c->self;
-    if (2 * (c->npid_hits + 1) > c->nslots) {
-        Py_ssize_t nslots = c->nslots ? c->nslots * 2 : 64;
-        int32_t *slots = PyMem_Calloc((size_t)nslots, sizeof(int32_t));
-        if (!slots) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < c->npid_hits; i++) {
-            Py_ssize_t slot = (Py_ssize_t)((uint32_t)c->pid_hits[i].pid * 2654435761u) & (nslots - 1);
-            while (slots[slot]) slot = (slot + 1) & (nslots - 1);
-            slots[slot] = (int32_t)(i + 1);
-        }
-        PyMem_Free(c->slots);
-        c->slots = slots;
-        c->nslots = nslots;
-    }
-    Py_ssize_t slot = (Py_ssize_t)((uint32_t)pid * 2654435761u) & (c->nslots - 1);
+    if (index_reserve(&c->slots, &c->nslots, c->pid_hits, c->npid_hits, pid_hits_slot) < 0)
+        return NULL;
+    Py_ssize_t slot = id_slot((uint32_t)pid, c->nslots);
     while (c->slots[slot]) {
         PidHits *seen = &c->pid_hits[c->slots[slot] - 1];
         if (seen->pid == pid) return seen;
         slot = (slot + 1) & (c->nslots - 1);
     }
-    if (c->npid_hits == c->pid_hits_cap) {
-        Py_ssize_t cap = c->pid_hits_cap ? c->pid_hits_cap * 2 : 32;
-        PidHits *grown = PyMem_Realloc(c->pid_hits, (size_t)cap * sizeof(PidHits));
-        if (!grown) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        c->pid_hits = grown;
-        c->pid_hits_cap = cap;
-    }
+    if (RESERVE(c->pid_hits, c->pid_hits_cap, c->npid_hits + 1) < 0) return NULL;
     int32_t sid = self->pid_sid[pid];
     PyObject *label = self->pid_label[pid];
     long fields = field_mask(c, sid);
@@ -1822,16 +1750,7 @@ static PidHits *pid_hits(Call *c, int32_t pid) {
             total += PyList_GET_SIZE(lists[fi]);
         }
     }
-    if (c->nitems + total > c->items_cap) {
-        Py_ssize_t cap = (c->nitems + total) * 2 + 64;
-        Item *grown = PyMem_Realloc(c->items, (size_t)cap * sizeof(Item));
-        if (!grown) {
-            PyErr_NoMemory();
-            goto fail;
-        }
-        c->items = grown;
-        c->items_cap = cap;
-    }
+    if (RESERVE(c->items, c->items_cap, c->nitems + total) < 0) goto fail;
     if (!(hits = PyTuple_New(total))) goto fail;
     int clean = 1;
     long last_fi = -1, last_end = 0;
@@ -2008,16 +1927,7 @@ static int collect(Call *c, const Group *group, Hits *h) {
         if (!entry->clean) h->filtered = 1; /* not the pattern's hits as they are: sort them */
         h->pids++;
         h->single = entry->hits;
-        if (h->n + entry->count > h->cap) {
-            Py_ssize_t cap = (h->n + entry->count) * 2 + 16;
-            Item *grown = PyMem_Realloc(h->items, (size_t)cap * sizeof(Item));
-            if (!grown) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            h->items = grown;
-            h->cap = cap;
-        }
+        if (RESERVE(h->items, h->cap, h->n + entry->count) < 0) return -1;
         for (Py_ssize_t i = 0; i < entry->count; i++) {
             const Item *item = &c->items[entry->first + i];
             if (!((group->mask >> item->fi) & 1)) {
@@ -2733,9 +2643,13 @@ static int side_ids(PyObject *spec, const char *name, PyObject ***out, Py_ssize_
 }
 
 /* The spec as read before, or read now. */
+static Py_ssize_t near_spec_slot(const void *items, Py_ssize_t i, Py_ssize_t nslots) {
+    return id_slot((uintptr_t)((const NearSpec *)items)[i].spec >> 4, nslots);
+}
+
 static NearSpec *near_spec(Near *self, PyObject *spec) {
     if (self->nslots) {
-        Py_ssize_t slot = (Py_ssize_t)(((uintptr_t)spec >> 4) * 2654435761u) & (self->nslots - 1);
+        Py_ssize_t slot = id_slot((uintptr_t)spec >> 4, self->nslots);
         while (self->slots[slot]) {
             NearSpec *seen = &self->specs[self->slots[slot] - 1];
             if (seen->spec == spec) return seen;
@@ -2761,35 +2675,11 @@ static NearSpec *near_spec(Near *self, PyObject *spec) {
     made.regex = PyObject_IsTrue(tmp);
     Py_DECREF(tmp);
     if (PyErr_Occurred()) goto fail;
-    if (2 * (self->nspecs + 1) > self->nslots) {
-        Py_ssize_t nslots = self->nslots ? self->nslots * 2 : 64;
-        int32_t *slots = PyMem_Calloc((size_t)nslots, sizeof(int32_t));
-        if (!slots) {
-            PyErr_NoMemory();
-            goto fail;
-        }
-        for (Py_ssize_t i = 0; i < self->nspecs; i++) {
-            Py_ssize_t slot =
-                (Py_ssize_t)(((uintptr_t)self->specs[i].spec >> 4) * 2654435761u) & (nslots - 1);
-            while (slots[slot]) slot = (slot + 1) & (nslots - 1);
-            slots[slot] = (int32_t)(i + 1);
-        }
-        PyMem_Free(self->slots);
-        self->slots = slots;
-        self->nslots = nslots;
-    }
-    if (self->nspecs == self->specs_cap) {
-        Py_ssize_t cap = self->specs_cap ? self->specs_cap * 2 : 16;
-        NearSpec *grown = PyMem_Realloc(self->specs, (size_t)cap * sizeof(NearSpec));
-        if (!grown) {
-            PyErr_NoMemory();
-            goto fail;
-        }
-        self->specs = grown;
-        self->specs_cap = cap;
-    }
+    if (index_reserve(&self->slots, &self->nslots, self->specs, self->nspecs, near_spec_slot) < 0 ||
+        RESERVE(self->specs, self->specs_cap, self->nspecs + 1) < 0)
+        goto fail;
     made.spec = Py_NewRef(spec);
-    Py_ssize_t slot = (Py_ssize_t)(((uintptr_t)spec >> 4) * 2654435761u) & (self->nslots - 1);
+    Py_ssize_t slot = id_slot((uintptr_t)spec >> 4, self->nslots);
     while (self->slots[slot]) slot = (slot + 1) & (self->nslots - 1);
     self->specs[self->nspecs] = made;
     self->slots[slot] = (int32_t)(++self->nspecs);
@@ -2925,16 +2815,7 @@ static int side_spans(const SideSearch *found, Py_ssize_t nfound, int fi,
         if (!((found[k].fields >> fi) & 1)) continue;
         const OccList *list = occ_find(spans, (found[k].sid << 3) | fi);
         if (!list) continue;
-        if (*n + list->n > *cap) {
-            Py_ssize_t grown_cap = (*n + list->n) * 2 + 16;
-            Span *grown = PyMem_Realloc(*out, (size_t)grown_cap * sizeof(Span));
-            if (!grown) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            *out = grown;
-            *cap = grown_cap;
-        }
+        if (RESERVE(*out, *cap, *n + list->n) < 0) return -1;
         memcpy(*out + *n, list->spans, (size_t)list->n * sizeof(Span));
         *n += list->n;
     }
@@ -3121,16 +3002,7 @@ static int side_occurrences(Call *c, const int32_t *pids, Py_ssize_t npids, int 
         PidHits *entry = pid_hits(c, pid);
         if (!entry) return -1;
         if (!occ) continue;
-        if (*n + occ->n > *cap) {
-            Py_ssize_t grown_cap = (*n + occ->n) * 2 + 16;
-            SideOcc *grown = PyMem_Realloc(*out, (size_t)grown_cap * sizeof(SideOcc));
-            if (!grown) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            *out = grown;
-            *cap = grown_cap;
-        }
+        if (RESERVE(*out, *cap, *n + occ->n) < 0) return -1;
         /* the pattern's items in field fi are its spans there, in the same order */
         Py_ssize_t i = 0;
         for (Py_ssize_t k = 0; k < entry->count && i < occ->n; k++) {
@@ -3146,16 +3018,7 @@ static int side_occurrences(Call *c, const int32_t *pids, Py_ssize_t npids, int 
 }
 
 static int add_item(Hits *h, const Item *item) {
-    if (h->n == h->cap) {
-        Py_ssize_t cap = h->cap * 2 + 16;
-        Item *grown = PyMem_Realloc(h->items, (size_t)cap * sizeof(Item));
-        if (!grown) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        h->items = grown;
-        h->cap = cap;
-    }
+    if (RESERVE(h->items, h->cap, h->n + 1) < 0) return -1;
     h->items[h->n++] = *item;
     return 0;
 }
